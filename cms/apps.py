@@ -1,0 +1,12 @@
+"""The cms app: roles, memberships, API tokens, scoping, health and logging set-up."""
+from django.apps import AppConfig
+
+
+class CmsConfig(AppConfig):
+    name = "cms"
+    verbose_name = "Card management system"
+
+    def ready(self) -> None:
+        from cms import logging as cms_logging
+
+        cms_logging.configure()
