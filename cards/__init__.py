@@ -1,0 +1,1 @@
+"""Tenants, card profiles, cards, applications, files, stations, orders and jobs."""

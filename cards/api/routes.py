@@ -1,0 +1,23 @@
+"""Registers the card-side viewsets on the /api/v1/ router."""
+from __future__ import annotations
+
+from cards.api.access import ApiTokenViewSet, MembershipViewSet, ServiceAccountViewSet
+from cards.api.cards import ApplicationViewSet, CardFileViewSet, CardViewSet
+from cards.api.orders import JobViewSet, OrderViewSet
+from cards.api.profiles import ProfileViewSet
+from cards.api.stations import StationViewSet
+from cards.api.tenants import TenantViewSet
+
+
+def register(router) -> None:
+    router.register("tenants", TenantViewSet, basename="tenant")
+    router.register("profiles", ProfileViewSet, basename="profile")
+    router.register("cards", CardViewSet, basename="card")
+    router.register("applications", ApplicationViewSet, basename="application")
+    router.register("files", CardFileViewSet, basename="card-file")
+    router.register("stations", StationViewSet, basename="station")
+    router.register("orders", OrderViewSet, basename="order")
+    router.register("jobs", JobViewSet, basename="job")
+    router.register("memberships", MembershipViewSet, basename="membership")
+    router.register("service-accounts", ServiceAccountViewSet, basename="service-account")
+    router.register("api-tokens", ApiTokenViewSet, basename="api-token")

@@ -1,0 +1,112 @@
+"""MES orders and the jobs they become, one per card presented at a station."""
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class OrderState(models.TextChoices):
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Order(models.Model):
+    tenant = models.ForeignKey("cards.Tenant", on_delete=models.PROTECT, related_name="orders")
+    profile = models.ForeignKey("cards.CardProfile", on_delete=models.PROTECT, related_name="orders")
+    station = models.ForeignKey("cards.Station", null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="orders")
+    line = models.CharField(max_length=50, blank=True)
+    quantity = models.PositiveIntegerField(null=True, blank=True)
+    uids = models.JSONField(default=list, blank=True)
+    idempotency_key = models.CharField(max_length=100)
+    # SHA-256 of the canonical request body: the same key with another body is a conflict.
+    request_fingerprint = models.CharField(max_length=64)
+    state = models.CharField(max_length=16, choices=OrderState.choices, default=OrderState.OPEN)
+    cards_done = models.PositiveIntegerField(default=0)
+    cards_failed = models.PositiveIntegerField(default=0)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    tenant_path = "tenant"
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "idempotency_key"],
+                                               name="unique_order_idempotency_key")]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"order {self.pk} ({self.state})"
+
+
+class JobState(models.TextChoices):
+    CREATED = "created"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    REFUSED = "refused"
+    CANCELLED = "cancelled"
+
+
+JOB_TRANSITIONS: dict[str, set[str]] = {
+    JobState.CREATED: {JobState.DISPATCHED, JobState.CANCELLED, JobState.FAILED},
+    JobState.DISPATCHED: {JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED,
+                          JobState.REFUSED, JobState.CANCELLED},
+    JobState.RUNNING: {JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED, JobState.REFUSED},
+    JobState.INTERRUPTED: set(),
+    JobState.SUCCEEDED: set(),
+    JobState.FAILED: set(),
+    JobState.REFUSED: set(),
+    JobState.CANCELLED: set(),
+}
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey("cards.Tenant", on_delete=models.PROTECT, related_name="jobs")
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs")
+    card = models.ForeignKey("cards.Card", on_delete=models.PROTECT, related_name="jobs")
+    station = models.ForeignKey("cards.Station", on_delete=models.PROTECT, related_name="jobs")
+    # The job this one resumes after an interruption, if any.
+    resumes = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.CREATED)
+    script_version = models.PositiveSmallIntegerField(default=1)
+    script = models.JSONField(default=dict, blank=True, help_text="typed steps; keys by reference only")
+    script_digest = models.CharField(max_length=64, blank=True)
+    stage_reached = models.CharField(max_length=64, blank=True)
+    steps_done = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.JSONField(default=dict, blank=True)
+    trace = models.JSONField(default=list, blank=True, help_text="redacted APDU trace")
+    deliveries = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    tenant_path = "tenant"
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["station", "state"]), models.Index(fields=["card", "state"])]
+
+    def __str__(self) -> str:
+        return f"job {self.id} ({self.state})"
+
+    def can_move_to(self, state: str) -> bool:
+        return state in JOB_TRANSITIONS[self.state]
+
+    def move_to(self, state: str) -> None:
+        if not self.can_move_to(state):
+            raise InvalidTransition(f"job {self.id}: {self.state} -> {state} is not allowed")
+        self.state = state

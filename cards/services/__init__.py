@@ -1,0 +1,1 @@
+"""Writes for tenants, profiles, cards, stations, orders and access (HackSoft-style services)."""
