@@ -1,0 +1,1 @@
+"""Key hierarchy and versions (metadata only), the Vault keystore, diversification, rotation."""

@@ -1,0 +1,6 @@
+"""The keys app."""
+from django.apps import AppConfig
+
+
+class KeysConfig(AppConfig):
+    name = "keys"
