@@ -1,0 +1,86 @@
+"""The audit log: append-only, hash-chained events and the one-row head that serialises appends."""
+from __future__ import annotations
+
+from django.db import models
+
+GENESIS_HASH = "0" * 64
+
+
+class AppendOnlyError(Exception):
+    """Someone tried to change or remove an audit event through the ORM."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    # The database refuses these too (triggers); failing here first gives a clear Python error.
+    def update(self, **kwargs):
+        raise AppendOnlyError("audit events are append-only: update refused")
+
+    def delete(self):
+        raise AppendOnlyError("audit events are append-only: delete refused")
+
+
+class ActorType(models.TextChoices):
+    USER = "user", "User"
+    SERVICE = "service", "Service account"
+    STATION = "station", "Station"
+    SYSTEM = "system", "System"
+    ANONYMOUS = "anonymous", "Anonymous"
+
+
+class AuditEvent(models.Model):
+    """One thing that happened, shaped like NetBox's ObjectChange plus the card-world fields.
+
+    Nothing here is a foreign key: the actor and the tenant are copied as plain values so an
+    event outlives them and no cascade can ever try to rewrite or delete it.
+    """
+
+    sequence = models.PositiveBigIntegerField(unique=True, editable=False)
+    created_at = models.DateTimeField(db_index=True, editable=False)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor_id = models.CharField(max_length=64, blank=True)
+    actor_name = models.CharField(max_length=150, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    job_id = models.CharField(max_length=64, blank=True, db_index=True)
+    tenant_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    tenant_slug = models.CharField(max_length=50, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    result = models.CharField(max_length=32, default="success", db_index=True)
+    card_uid = models.CharField(max_length=32, blank=True, db_index=True)
+    aid = models.CharField(max_length=32, blank=True, db_index=True)
+    key_no = models.IntegerField(null=True, blank=True)
+    key_version = models.IntegerField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, editable=False)
+
+    objects = AuditEventQuerySet.as_manager()
+    # cms.scoping.restrict filters on this; events without a tenant are for superusers only.
+    tenant_path = "tenant_id"
+
+    class Meta:
+        ordering = ["-sequence"]
+        indexes = [models.Index(fields=["tenant_id", "-sequence"], name="audit_tenant_seq")]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.action} {self.result}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("audit events are append-only: update refused")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("audit events are append-only: delete refused")
+
+
+class ChainHead(models.Model):
+    """The last appended (sequence, hash). Every append updates this one row first, so writers
+    queue on its row lock (PostgreSQL) or on the database write lock (SQLite) and never fork."""
+
+    sequence = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default=GENESIS_HASH)
+
+    HEAD_ID = 1
+
+    def __str__(self) -> str:
+        return f"head #{self.sequence}"
