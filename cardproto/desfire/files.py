@@ -86,10 +86,14 @@ class FileCommands:
 
     def change_file_settings(self, file_no: int, comm_mode: CommMode, access_rights: AccessRights,
                              *, plain: bool = False) -> None:
-        """ChangeFileSettings; encrypted unless `plain` (when the file's Change right is free, 0xE)."""
-        tx = self._mgmt() if plain else CommMode.FULL
+        """ChangeFileSettings; encrypted unless `plain` (when the file's Change right is free, 0xE).
+
+        A free Change right runs the command in CommMode.Plain both ways, so an EV2
+        session sends and expects no MAC (EV1 still chains and checks its CMAC).
+        """
+        mode_tx, mode_rx = (CommMode.PLAIN, CommMode.PLAIN) if plain else (CommMode.FULL, self._mgmt())
         self._cmd(Cmd.CHANGE_FILE_SETTINGS, _file_no(file_no), bytes((comm_mode,)) + access_rights.to_bytes(),
-                  tx=tx, rx=self._mgmt())
+                  tx=mode_tx, rx=mode_rx)
 
     # ------------------------------------------------------------- create
     def _create(self, code: Cmd, file_no: int, comm_mode: CommMode, access: AccessRights,
@@ -127,6 +131,14 @@ class FileCommands:
         self._cmd(Cmd.DELETE_FILE, _file_no(file_no), tx=self._mgmt(), rx=self._mgmt())
 
     # --------------------------------------------------------------- data
+    def _write_rx(self, comm_mode: CommMode) -> CommMode:
+        # EV2: a write in CommMode.Plain is answered by a bare 91 00 (AN12196 Table 24; the
+        # CmdCtr still counts), in MAC and FULL by the MAC alone (AN12343 p. 54, AN12196
+        # Table 21). EV1 appends its chained CMAC to every answer, whatever the mode.
+        if self.auth_mode == AuthMode.EV2 and comm_mode == CommMode.PLAIN:
+            return CommMode.PLAIN
+        return self._mgmt()
+
     def _read_tx(self, comm_mode: CommMode) -> CommMode:
         # EV1 sends read commands plain (the CMAC is only tracked); EV2 MACs the command.
         if self.auth_mode == AuthMode.EV2:
@@ -147,12 +159,12 @@ class FileCommands:
     def write_data(self, file_no: int, offset: int, data: bytes,
                    comm_mode: CommMode = CommMode.PLAIN) -> None:
         header = _file_no(file_no) + _u24(offset, "offset") + _u24(len(data), "length")
-        self._cmd(Cmd.WRITE_DATA, header, bytes(data), tx=comm_mode, rx=self._mgmt())
+        self._cmd(Cmd.WRITE_DATA, header, bytes(data), tx=comm_mode, rx=self._write_rx(comm_mode))
 
     def write_record(self, file_no: int, offset: int, data: bytes,
                      comm_mode: CommMode = CommMode.PLAIN) -> None:
         header = _file_no(file_no) + _u24(offset, "offset") + _u24(len(data), "length")
-        self._cmd(Cmd.WRITE_RECORD, header, bytes(data), tx=comm_mode, rx=self._mgmt())
+        self._cmd(Cmd.WRITE_RECORD, header, bytes(data), tx=comm_mode, rx=self._write_rx(comm_mode))
 
     def read_records(self, file_no: int, first: int = 0, count: int = 0,
                      comm_mode: CommMode = CommMode.PLAIN, record_size: int | None = None) -> bytes:
@@ -177,7 +189,7 @@ class FileCommands:
     def _value_op(self, code: Cmd, file_no: int, value: int, comm_mode: CommMode) -> None:
         if value < 0:
             raise ProtocolUsageError("credit/debit amounts are not negative", command="DESFire")
-        self._cmd(code, _file_no(file_no), _i32(value, "value"), tx=comm_mode, rx=self._mgmt())
+        self._cmd(code, _file_no(file_no), _i32(value, "value"), tx=comm_mode, rx=self._write_rx(comm_mode))
 
     def credit(self, file_no: int, value: int, comm_mode: CommMode = CommMode.PLAIN) -> None:
         self._value_op(Cmd.CREDIT, file_no, value, comm_mode)

@@ -9,7 +9,7 @@ the same EV2 secure messaging as DESFire EV2/EV3.
 """
 import pytest
 
-from cardproto.desfire import CommMode, DESFire, KeyType
+from cardproto.desfire import AccessRights, CommMode, DESFire, KeyType
 from cardproto.desfire.constants import AuthMode
 from cardproto.errors import AuthenticationRejectedError, CryptogramError, MacError, ProtocolUsageError
 from tests.cardproto.desfire_script import RandomFeed, ScriptedCard, h
@@ -170,3 +170,46 @@ def test_change_same_key_in_ev2_matches_application_notes(enc, mac, ti, ctr, new
     df.change_key(0, bytearray(h(new_key)), version)
     assert df.auth_mode == AuthMode.NONE  # the card ends the session after changing the key in use
     assert card.done()
+
+
+def test_ev2_plain_write_is_answered_bare_and_still_counts_an12196_table24():
+    # AN12196 Table 24 (session B after AuthenticateEV2NonFirst, Table 23: CmdCtr 1): WriteData in
+    # CommMode.Plain to the CC file, offset 0x0E, 18 bytes, answered by a bare 91 00; Table 25 then
+    # changes key 2 at CmdCtr 2. APDUs as transcribed in github.com/trustchain-dev/pylibsdm
+    # tests/tag/test_ntag424dna.py (MockType4Tag.apdu_map). NTAG 424 uses the ISO-chaining code
+    # 0x8D; the native WriteData is 0x3D, and in CommMode.Plain the code enters no MAC, so the
+    # rest of the command is the published one byte for byte.
+    card = ScriptedCard([
+        (h("903D000019 010E0000120000 FF0506E1050080828300000000000000000000"), h("9100")),
+        (h("90C4000029 02 2CF362B7BF4311FF3BE1DAA295E8C68DE09050560D19B9E16C2393AE9CD1FAC7")
+         + h("5D0CE20BCD1D06E6 00"), h("203BB55D1089D587 9100")),
+    ])
+    df = DESFire(card)
+    df.aid = h("010000")  # an application: no key-type bits in ChangeKey's key number
+    _ev2_session(df, enc="4CF3CB41A22583A61E89B158D252FC53", mac="5529860B2FC5FB6154B7F28361D30BF9",
+                 ti="7614281A", ctr=1)
+    df.write_data(1, 0x0E, h("FF0506E10500808283000000000000000000"), CommMode.PLAIN)
+    assert df._channel.session.cmd_ctr == 2 and df.auth_mode == AuthMode.EV2
+    # Table 25's answer MAC only verifies over CmdCtr 3: the plain write must have counted.
+    df.change_key(2, bytearray(h("F3847D627727ED3BC9C4CC050489B966")), 0x01, old_key=bytearray(16))
+    assert df._channel.session.cmd_ctr == 3
+    assert card.done()
+
+
+@pytest.mark.parametrize("operation", [
+    lambda df: df.write_data(1, 0, b"abc", CommMode.PLAIN),
+    lambda df: df.write_record(1, 0, b"abc", CommMode.PLAIN),
+    lambda df: df.credit(1, 5, CommMode.PLAIN),
+    lambda df: df.debit(1, 5, CommMode.PLAIN),
+    lambda df: df.limited_credit(1, 5, CommMode.PLAIN),
+    lambda df: df.change_file_settings(1, CommMode.PLAIN, AccessRights(), plain=True),
+])
+def test_ev2_plain_mode_changes_send_no_mac_and_accept_a_bare_9100(operation):
+    # Same rule as AN12196 Table 24 for every data-changing command in CommMode.Plain.
+    card = ScriptedCard([(None, h("9100"))])
+    df = DESFire(card)
+    _ev2_session(df, enc="00" * 16, mac="00" * 16, ti="01020304", ctr=5)
+    operation(df)
+    sent = card.sent[0]
+    assert len(sent) == 5 + sent[4] + 1 and sent[4] in (4, 5, 10)  # header and data only, no MACt
+    assert df._channel.session.cmd_ctr == 6 and df.auth_mode == AuthMode.EV2

@@ -102,9 +102,6 @@ def test_host_and_card_agree_on_answer_chaining_for_long_reads():
     assert df.read_data(STD_FULL, 0, 0, CommMode.FULL) == PAYLOAD  # 100 bytes + padding + MAC: 3 frames
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "host disagreement: cardproto.desfire expects a MAC on the answer to a CommMode.Plain WriteData "
-    "in an EV2 session; NXP AN12196 Table 24 shows the card answering a bare 91 00 (the card follows it)"))
 def test_ev2_plain_write_answer_is_a_bare_9100_as_an12196_table24():
     card = DESFireCard("ev2")
     keys = provision(card, "ev2", KeyType.AES)
