@@ -7,6 +7,7 @@ mark their data as redacted before it is recorded.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -75,10 +76,29 @@ class PyscardTransport:
         try:
             data, sw1, sw2 = self._connection.transmit(list(apdu))
         except CardConnectionException as exc:  # pragma: no cover - exercised through pcscd tests
-            if _is_removal(exc):
+            if _is_removal(exc) or self._card_left():
                 raise CardRemovedError("card removed during command", apdu=apdu[:5]) from None
             raise TransportError(f"reader error: {exc.__class__.__name__}", apdu=apdu[:5]) from None
         return bytes(data) + bytes([sw1, sw2])
+
+    def _card_left(self, settle_s: float = 1.0) -> bool:
+        """Whether the card has left the reader.
+
+        A card pulled mid-command first shows as an empty answer or "transaction
+        failed"; the reader reports the removal only at its next presence poll
+        (vpcd: ~0.45 s), so ask the reader's status for up to `settle_s`.
+        """
+        from smartcard.Exceptions import CardConnectionException
+
+        deadline = time.monotonic() + settle_s
+        while True:
+            try:
+                self._connection.getATR()
+            except CardConnectionException as exc:
+                return _is_removal(exc)
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 # PC/SC result codes that mean the card is gone (winscard.h).
