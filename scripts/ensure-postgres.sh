@@ -9,7 +9,14 @@ if [ -n "${DATABASE_URL:-}" ] && answers "$DATABASE_URL"; then echo "$DATABASE_U
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)
-  if [ -z "$version" ]; then echo "ensure-postgres: PostgreSQL is not installed (run bin/setup --dev)" >&2; exit 1; fi
+  if [ -z "$version" ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "ensure-postgres: installing PostgreSQL" >&2
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql postgresql-client >&2
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)
+    if [ -z "$version" ]; then echo "ensure-postgres: PostgreSQL did not install" >&2; exit 1; fi
+  fi
   echo "ensure-postgres: starting PostgreSQL $version" >&2
   pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || pg_ctlcluster "$version" main start
   for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
