@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_prometheus",
+    "axes",
     "cms",
     "audit",
     "cards",
@@ -59,6 +60,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -75,6 +77,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "cms.web.context.navigation",
             ],
         },
     },
@@ -111,10 +114,26 @@ STATIC_ROOT = Path(env("STATIC_ROOT", str(INSTANCE_DIR / "static")))
 WHITENOISE_USE_FINDERS = not PRODUCTION
 if not PRODUCTION:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # also makes INSTANCE_DIR for the SQLite file
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+# --- Web UI sign-in: brute-force lockout (django-axes) and re-authentication ------------
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out username+IP before the password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", "5")
+AXES_COOLOFF_TIME = envint("AXES_COOLOFF_MINUTES", "15") / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "web/locked_out.html"
+# Sensitive actions (approving a campaign, revoking a card, KEK rotation) ask for the password
+# again unless it was given within this many seconds.
+REAUTH_WINDOW_SECONDS = envint("REAUTH_WINDOW_SECONDS", "300")
 
 # --- Security (production turns everything on; check --deploy must pass) ---------------
 SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", "3600")
+SESSION_SAVE_EVERY_REQUEST = True  # SESSION_COOKIE_AGE is an idle timeout, not a fixed lifetime
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -152,6 +171,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cms"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "False")
+CELERY_BEAT_SCHEDULE = {
+    # retired key versions past their grace period are destroyed in Vault
+    "keys-grace-sweep": {"task": "keys.grace_sweep", "schedule": envint("KEY_GRACE_SWEEP_SECONDS", "3600")},
+}
 
 # --- Vault (HashiCorp Vault API; OpenBao locally) -----------------------------------------
 VAULT_ADDR = env("VAULT_ADDR", "http://127.0.0.1:8200")

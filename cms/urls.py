@@ -1,4 +1,4 @@
-"""URL map: admin, REST API v1 with its OpenAPI schema and docs, health and metrics."""
+"""URL map: admin, REST API v1 with its OpenAPI schema and docs, health and metrics, and the web UI at /."""
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -12,4 +12,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("health", health.health, name="health"),
     path("", include("django_prometheus.urls")),
+    path("", include("cms.web.urls")),
 ]

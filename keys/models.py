@@ -129,3 +129,10 @@ class KeyVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.slot} v{self.number} ({self.state})"
+
+
+from keys.models_campaigns import (  # noqa: E402,F401 - campaign models live in their own module
+    CampaignItem,
+    KekRotation,
+    RotationCampaign,
+)

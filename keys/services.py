@@ -119,6 +119,65 @@ def key_versions_create_random(*, slots: Sequence[KeySlot], actor=None, source: 
     return versions
 
 
+@transaction.atomic
+def key_versions_create_batch(*, slots: Sequence[KeySlot], actor=None,
+                              master_version: MasterKeyVersion | None = None) -> list[KeyVersion]:
+    """A new pending version for each slot of MANY cards of one tenant, in ONE Transit batch.
+
+    Random (no `master_version`): the keys are generated here and wrapped in one batch (one KV
+    write per card). Diversified: the master version is unwrapped once and each card key is
+    derived in memory for its KCV. Used by rotation campaigns, one call per batch of cards.
+    """
+    if not slots:
+        return []
+    locked = list(_locked_slots().filter(pk__in=[s.pk for s in slots]).order_by("pk"))
+    tenants = {s.tenant_id for s in locked}
+    if len(tenants) != 1:
+        raise KeystoreError("a batch of key versions belongs to one tenant")
+    tenant = locked[0].tenant
+    plan = [(slot, _next_number(slot)) for slot in locked]
+    versions: list[KeyVersion] = []
+    if master_version is None:
+        tenant_kek_ensure(tenant=tenant, actor=actor)
+        refs = {slot.pk: keystore.card_key_ref(tenant_id=tenant.pk, card_id=slot.card_id, slot_id=slot.pk,
+                                               number=number) for slot, number in plan}
+        with keystore.generate(tenant.pk, list(refs.values()), replace=True) as keys:
+            for slot, number in plan:
+                ref = refs[slot.pk]
+                versions.append(KeyVersion.objects.create(
+                    slot=slot, number=number, state=VersionState.PENDING, policy=KeyPolicy.RANDOM,
+                    kcv=kcv(keys[ref], scheme_for_role(slot.role)), vault_ref=str(ref)))
+        for version in versions:
+            _slot_event("keys.key_generated", version, actor=actor,
+                        details={"ref": version.vault_ref, "source": "cms", "kcv": version.kcv})
+        return versions
+    master = master_version.master
+    if master.tenant_id != tenant.pk:
+        raise KeystoreError("a master key of another tenant cannot diversify these slots")
+    if master_version.state not in (VersionState.PENDING, VersionState.ACTIVE):
+        raise KeyStateError(f"master key version {master_version.number} is {master_version.state}")
+    source = keystore.BlobRef.parse(master_version.vault_ref)
+    record_event(action="keys.unwrapped", actor=actor, tenant=tenant, details={
+        "refs": [str(source)], "count": len(plan), "purpose": "kcv"})
+    with keystore.unwrap(tenant.pk, [source]) as plain:
+        for slot, number in plan:
+            derived = derive_card_key(master=plain[source], method=master.method, uid=slot.card.uid,
+                                      role=slot.role, key_no=slot.key_no,
+                                      aid=slot.application.aid if slot.application_id else "")
+            try:
+                check = kcv(derived, scheme_for_role(slot.role))
+            finally:
+                derived[:] = bytes(len(derived))
+            versions.append(KeyVersion.objects.create(
+                slot=slot, number=number, state=VersionState.PENDING, policy=KeyPolicy.DIVERSIFIED,
+                master_version=master_version, kcv=check))
+    for version in versions:
+        _slot_event("keys.key_diversified", version, actor=actor, details={
+            "master_key": master.name, "master_version": master_version.number, "method": master.method,
+            "kcv": version.kcv})
+    return versions
+
+
 def key_version_create_random(*, slot: KeySlot, actor=None, source: str = "cms",
                               state: str = VersionState.PENDING) -> KeyVersion:
     return key_versions_create_random(slots=[slot], actor=actor, source=source, state=state)[0]

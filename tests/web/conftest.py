@@ -1,0 +1,109 @@
+"""Web UI fixtures: two tenants (acme, globex) with admins, an operator and an auditor; real OpenBao.
+
+Every test here runs against the real OpenBao of tests.support.vault (`vault`): the audit chain
+key and the tenant KEKs live there. Users are created without a password (fast) unless a test
+signs in through the login form.
+"""
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from cms.web.access import SESSION_REAUTH
+
+PASSWORD = "correct horse battery staple 7"
+
+
+def make_tenant(slug: str, prefix: str, first: int):
+    from cards.models import Tenant
+
+    return Tenant.objects.create(slug=slug, name=slug.title(), gp_aid_prefix=prefix,
+                                 desfire_aid_first=first, desfire_aid_last=first + 0xFFF)
+
+
+def make_user(username: str, memberships=(), password: str | None = None):
+    from django.contrib.auth import get_user_model
+
+    from cms.models import Membership
+
+    user = get_user_model().objects.create_user(username=username, password=password)
+    for tenant, role in memberships:
+        Membership.objects.create(user=user, tenant=tenant, role=role)
+    return user
+
+
+@pytest.fixture
+def acme(db, vault):
+    return make_tenant("acme", "A00000061700CAFE0001", 0xF0A000)
+
+
+@pytest.fixture
+def globex(db, vault):
+    return make_tenant("globex", "A00000061700BEEF0001", 0xF0B000)
+
+
+@pytest.fixture
+def admin(acme):
+    return make_user("alice", [(acme, "admin")])
+
+
+@pytest.fixture
+def second_admin(acme):
+    return make_user("carol", [(acme, "admin")])
+
+
+@pytest.fixture
+def operator(acme):
+    return make_user("oscar", [(acme, "operator")])
+
+
+@pytest.fixture
+def auditor(acme):
+    return make_user("audrey", [(acme, "auditor")])
+
+
+@pytest.fixture
+def other_admin(globex):
+    """Admin of globex only: must see nothing of acme."""
+    return make_user("bob", [(globex, "admin")])
+
+
+def web_client(user=None, *, recent_auth: bool = True) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+        if recent_auth:
+            session = client.session
+            import time
+
+            session[SESSION_REAUTH] = time.time()
+            session.save()
+    return client
+
+
+@pytest.fixture
+def acme_world(acme, admin):
+    """One of everything in acme: profile, station, order, job, card with key slots and versions, campaign."""
+    from cards.models import Card, CardProfile, Job, Order, Station
+    from cards.models.stations import StationStatus
+    from keys import services as key_services
+    from keys.models import KeySlot
+    from keys.models_campaigns import KekRotation, RotationCampaign
+
+    profile = CardProfile.objects.create(tenant=acme, name="staff", chip_family="desfire", spec={"schema": 1})
+    station = Station.objects.create(tenant=acme, code="acme-line-1", status=StationStatus.ENROLLED,
+                                     hpke_public_key="aa" * 32, sign_public_key="bb" * 32)
+    card = Card.objects.create(tenant=acme, uid="04A1B2C3D4E5F6", chip_type="desfire_ev2", state="active",
+                               profile=profile)
+    slot = KeySlot.objects.create(tenant=acme, card=card, role="cmk", key_no=0)
+    key_services.key_version_create_random(slot=slot, state="active")
+    order = Order.objects.create(tenant=acme, profile=profile, station=station, quantity=1,
+                                 idempotency_key="acme-order-1", request_fingerprint="0" * 64)
+    job = Job.objects.create(tenant=acme, order=order, card=card, station=station, state="failed",
+                             error={"step": 3, "sw": "6982", "message": "security status not satisfied"},
+                             trace=[{"step": 3, "c_apdu": "90AA0000", "sw": "6982"}])
+    campaign = RotationCampaign.objects.create(tenant=acme, name="acme-secret-campaign", roles=["cmk"],
+                                               target="random", created_by=admin)
+    rotation = KekRotation.objects.create(tenant=acme, requested_by=admin)
+    return {"profile": profile, "station": station, "card": card, "order": order, "job": job,
+            "campaign": campaign, "kek_rotation": rotation, "slot": slot}
