@@ -37,6 +37,22 @@ Result (the only argument of the CMS task `cms.job_result`)::
 
 A step is "in_flight" when its command (ChangeKey, PUT KEY) was sent and no answer came back: the
 card may or may not hold the new key, so the CMS marks the card for a safe probe.
+
+Additions used by the CMS side (cards/compiler.py, cards/services/jobs.py); all optional:
+
+- "confirms" is {"key_version": <KeyVersion.id>} for a DESFire ChangeKey and
+  {"key_versions": [<id ENC>, <id MAC>, <id DEK>]} for a GP PUT KEY (one key set, three versions).
+- "label" names the effect of a step ("picc.0.change", "app.F0A001.1.change",
+  "app.F0A001.file.1.data", "isd.put_key", "store_data.0", "lock", ...); the CMS uses labels
+  of steps done to resume an interrupted card from the first effect not done. Probe steps are
+  labelled "probe.<slot>" ("probe.picc.0", "probe.app.F0A001.0", "probe.isd").
+- "observed" of a probe step: desfire.get_key_version -> {"key_version": <int the card answered>};
+  gp.key_information -> {"kvns": [<every key version number the card lists>]}.
+- A "card_presented" report may carry "chip_type" ("desfire_ev1" | "desfire_ev2" | "desfire_ev3" |
+  "jcop4") when the agent knows it (e.g. from DESFire GetVersion); the CMS otherwise takes the
+  chip family of the order's profile.
+- Key refs: "kv-<id>", "mkv-<id>-<role>" (role isd_enc / isd_mac / isd_dek / cmk derive per card;
+  role "static" is the master key itself, e.g. a fixed transport key), "default-<key_type>".
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from cards.api.access import ApiTokenViewSet, MembershipViewSet, ServiceAccountViewSet
 from cards.api.cards import ApplicationViewSet, CardFileViewSet, CardViewSet
+from cards.api.jobs import CardReleaseViewSet, ProfilePlanViewSet, StationEnrolViewSet
 from cards.api.orders import JobViewSet, OrderViewSet
 from cards.api.profiles import ProfileViewSet
 from cards.api.stations import StationViewSet
@@ -12,9 +13,13 @@ from cards.api.tenants import TenantViewSet
 def register(router) -> None:
     router.register("tenants", TenantViewSet, basename="tenant")
     router.register("profiles", ProfileViewSet, basename="profile")
+    router.register("profiles", ProfilePlanViewSet, basename="profile-plan")
     router.register("cards", CardViewSet, basename="card")
+    router.register("cards", CardReleaseViewSet, basename="card-release")
     router.register("applications", ApplicationViewSet, basename="application")
     router.register("files", CardFileViewSet, basename="card-file")
+    # before "stations": stations/enroll/ must not be taken for stations/<pk>/
+    router.register("stations", StationEnrolViewSet, basename="station-enrol")
     router.register("stations", StationViewSet, basename="station")
     router.register("orders", OrderViewSet, basename="order")
     router.register("jobs", JobViewSet, basename="job")

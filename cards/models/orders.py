@@ -89,6 +89,9 @@ class Job(models.Model):
     error = models.JSONField(default=dict, blank=True)
     trace = models.JSONField(default=list, blank=True, help_text="redacted APDU trace")
     deliveries = models.PositiveSmallIntegerField(default=0)
+    # Idempotency key of the card presentation (or follow-up) that made this job: a redelivered
+    # report finds its job instead of making a second one.
+    presentation_key = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
@@ -99,6 +102,9 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["station", "state"]), models.Index(fields=["card", "state"])]
+        constraints = [models.UniqueConstraint(fields=["presentation_key"],
+                                               condition=~models.Q(presentation_key=""),
+                                               name="unique_job_presentation_key")]
 
     def __str__(self) -> str:
         return f"job {self.id} ({self.state})"

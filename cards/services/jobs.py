@@ -1,0 +1,688 @@
+"""Provisioning jobs: a signed station report becomes a sealed, signed job; the result moves the ledger.
+
+Two entry points, called by the thin Celery tasks in cards/tasks.py (queue "cms"):
+
+- `station_report_handle(report)`: heartbeat / card_presented / card_removed from a station agent.
+- `job_result_handle(result)`: the agent's signed result of one job.
+
+Anything that does not verify (unknown or unapproved station, bad signature, stale report, result
+of another station, unknown or finished job) is refused with an audit event and changes nothing.
+Keys: unwrapped from Vault in ONE batch per job (keys.sealing), sealed to the station with HPKE,
+wiped on the way out; the job itself is signed by Vault Transit (keys.signing).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.services import record_event
+from cardproto.sw import describe
+from cards.compiler import AUTH_OPS, ISD_SLOTS, Held, Ledger, Plan, PlanError, compile_plan, slot_specs
+from cards.models import Application, Card, CardFile, Job, Order, Station
+from cards.models.cards import AppKind, CardState, ChipType
+from cards.models.orders import JobState, OrderState
+from cards.models.stations import StationStatus
+from cards.validators import normalise_hex, validate_uid
+from keys import sealing, signing
+from keys.models import KeyPolicy, KeySlot, KeyVersion, MasterKey, VersionState
+from readeragent import protocol
+
+log = structlog.get_logger(__name__)
+
+REPORT_TYPES = ("card_presented", "card_removed", "heartbeat")
+REPORT_MAX_SKEW_SECONDS = 300
+RESULT_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED, JobState.REFUSED)
+OPEN_JOB_STATES = (JobState.CREATED, JobState.DISPATCHED, JobState.RUNNING)
+REFUSED_CARD_STATES = (CardState.QUARANTINED, CardState.REVOKED, CardState.SUSPENDED)
+# The agent's error kinds (exception class names) that mean the card refused our key or cryptogram.
+AUTH_FAILURE_KINDS = frozenset({"AuthenticationError", "AuthenticationRejectedError", "CryptogramError",
+                                "CryptogramMismatchError"})
+NOT_A_CARD_ANSWER = frozenset({"CardRemovedError", "TransportError"})
+STEP_ACTIONS = {
+    "desfire.authenticate": "card.authenticated", "gp.open_scp03": "card.authenticated",
+    "gp.open_scp02": "card.authenticated", "desfire.change_key": "card.key_changed",
+    "gp.put_key": "card.key_put", "desfire.write_data": "card.file_written",
+    "desfire.write_record": "card.file_written", "desfire.credit": "card.file_written",
+    "gp.store_data": "card.data_stored", "desfire.create_application": "card.application_created",
+    "desfire.create_file": "card.file_created", "desfire.change_key_settings": "card.key_settings_changed",
+    "gp.install": "card.applet_installed", "gp.delete": "card.applet_deleted", "gp.lock_card": "card.locked",
+    "gp.set_status": "card.status_set", "desfire.commit": "card.committed",
+    "desfire.get_key_version": "card.probed", "gp.key_information": "card.probed",
+}
+
+
+class Refused(Exception):
+    """A report or result that is not acted on; `reason` is a short code for the audit trail."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def job_ttl_seconds() -> int:
+    """How long sealed keys stay valid: CMS_JOB_TTL_SECONDS (else JOB_KEY_TTL_SECONDS, 30 s).
+
+    Seed 002 recommends 5 s for a station on the factory floor; 30 s leaves room for a queue
+    that is briefly behind. Shorter is safer; the agent refuses an expired job.
+    """
+    return int(getattr(settings, "CMS_JOB_TTL_SECONDS", 0) or settings.JOB_KEY_TTL_SECONDS)
+
+
+def _station_event(action: str, station: Station | None, *, code: str = "", result: str = "success",
+                   **fields) -> None:
+    record_event(action=action, actor_type="station", actor_name=station.code if station else (code or "?"),
+                 tenant=station.tenant if station else None, result=result, **fields)
+
+
+def _refuse(action: str, station: Station | None, exc: Refused, *, code: str = "", **fields) -> dict:
+    details = {"reason": exc.reason, "message": str(exc)[:300], **fields.pop("details", {})}
+    with transaction.atomic():
+        _station_event(action, station, code=code, result="failure", details=details, **fields)
+    log.warning(action, reason=exc.reason, station=station.code if station else code)
+    return {"status": "refused", "reason": exc.reason}
+
+
+def _verify_station_signature(document: dict, station: Station, what: str) -> None:
+    if not station.sign_public_key:
+        raise Refused("signature", f"station {station.code} has no enrolled signing key")
+    try:
+        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(station.sign_public_key))
+        protocol.verify_signature(document, key, what)
+    except protocol.ProtocolError as exc:
+        raise Refused(exc.reason, str(exc)) from None
+    except ValueError:
+        raise Refused("signature", f"station {station.code}'s enrolled key is unusable") from None
+
+
+# --- station reports -----------------------------------------------------------------------------------
+
+def station_report_handle(report: dict) -> dict:
+    """Verify a station's signed report and act on it; returns a JSON-safe summary (no secrets)."""
+    code = report.get("station") if isinstance(report, dict) else None
+    station = Station.objects.select_related("tenant").filter(code=code).first() if isinstance(code, str) \
+        else None
+    try:
+        if not isinstance(report, dict) or report.get("v") != protocol.PROTOCOL_VERSION:
+            raise Refused("malformed", "a report is an object with v=1")
+        if report.get("type") not in REPORT_TYPES:
+            raise Refused("malformed", f"unknown report type {report.get('type')!r}")
+        if station is None:
+            raise Refused("station", f"no station {str(code)[:50]!r}")
+        if station.status != StationStatus.APPROVED:
+            raise Refused("station", f"station {station.code} is {station.status}, not approved")
+        _verify_station_signature(report, station, "report")
+        at = report.get("at")
+        if not isinstance(at, int | float) or abs(time.time() - at) > REPORT_MAX_SKEW_SECONDS:
+            raise Refused("stale", "the report's time is more than 5 minutes off")
+    except Refused as exc:
+        return _refuse("station.report_refused", station, exc, code=str(code or "")[:50],
+                       details={"type": str(report.get("type"))[:20] if isinstance(report, dict) else ""})
+    now = timezone.now()
+    Station.objects.filter(pk=station.pk).update(last_seen_at=now)
+    if report["type"] == "heartbeat":
+        return {"status": "ok"}
+    if report["type"] == "card_removed":
+        log.info("station.card_removed", station=station.code, uid=str(report.get("uid", ""))[:20])
+        return {"status": "ok"}
+    return card_presented(station=station, report=report)
+
+
+def _presentation_key(station: Station, report: dict) -> str:
+    material = f"{station.code}|{report.get('uid')}|{report.get('nonce')}|{report.get('at')}"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def card_presented(*, station: Station, report: dict) -> dict:
+    """A card at an approved station: find or register it, match an order, and send it a job."""
+    uid = normalise_hex(str(report.get("uid", "")))
+    try:
+        validate_uid(uid)
+    except ValidationError:
+        return _refuse("card.presentation_refused", station, Refused("malformed", "the UID is not 4, 7 or "
+                                                                     "10 bytes of hex"))
+    key = _presentation_key(station, report)
+    existing = Job.objects.filter(presentation_key=key).first()
+    if existing is not None:
+        return {"status": "duplicate", "job": str(existing.id)}
+    try:
+        job, envelope = _prepare_job(station=station, uid=uid, atr=normalise_hex(str(report.get("atr", ""))),
+                                     chip_hint=report.get("chip_type"), presentation_key=key)
+    except Refused as exc:
+        return _refuse("card.presentation_refused", station, exc, card_uid=uid)
+    except IntegrityError:
+        existing = Job.objects.filter(presentation_key=key).first()
+        if existing is None:
+            raise
+        return {"status": "duplicate", "job": str(existing.id)}
+    if job is None:
+        return {"status": "nothing_to_do"}
+    return {"status": "dispatched", "job": str(job.id), "probe": _is_probe(job.script)}
+
+
+# --- building a job ------------------------------------------------------------------------------------
+
+def _chip_type(hint, card: Card | None, order: Order) -> str:
+    if card is not None:
+        return card.chip_type
+    if isinstance(hint, str) and hint in ChipType.values and order.profile.accepts_chip(hint):
+        return hint
+    return ChipType.JCOP4 if order.profile.chip_family == "jcop" else ChipType.DESFIRE_EV2
+
+
+def _claimed(order: Order) -> set[int]:
+    return set(Job.objects.filter(order=order).exclude(state__in=[JobState.REFUSED, JobState.CANCELLED])
+               .values_list("card_id", flat=True))
+
+
+def _match_order(station: Station, uid: str, card: Card | None) -> Order | None:
+    """An order naming this UID first, then one for this station, then one for its line (oldest first)."""
+    if card is not None:
+        # A card already under an order keeps it until the order is finished (resume after an interruption).
+        last = card.jobs.exclude(order=None).select_related("order__profile").order_by("-created_at").first()
+        if last is not None and last.order.state in (OrderState.OPEN, OrderState.IN_PROGRESS) \
+                and card.state != CardState.ACTIVE:
+            return last.order
+    orders = list(Order.objects.select_related("profile").filter(
+        tenant_id=station.tenant_id, state__in=[OrderState.OPEN, OrderState.IN_PROGRESS]
+    ).order_by("created_at"))
+    named = [o for o in orders if uid in (o.uids or [])]
+    if named:
+        return named[0]
+    for order in orders:
+        if order.uids:
+            continue
+        if order.station_id == station.pk or (order.station_id is None and order.line and
+                                              order.line == station.line):
+            if order.quantity is None or len(_claimed(order)) < order.quantity:
+                return order
+    return None
+
+
+def _ensure_layout(card: Card, spec: dict) -> None:
+    """Applications, files and key slots the profile declares, recorded for this card (idempotent)."""
+    masters = {m.name: m for m in MasterKey.objects.filter(tenant_id=card.tenant_id)}
+    apps: dict[str, Application] = {}
+    if spec["chip_family"] == "desfire":
+        for app in spec.get("applications", []):
+            aid = app["aid"].upper()
+            application, _ = Application.objects.get_or_create(
+                card=card, aid=aid, defaults={"tenant_id": card.tenant_id, "kind": AppKind.DESFIRE,
+                                              "key_settings": app.get("key_settings", 0x0B),
+                                              "key_type": app.get("key_type", "aes128"),
+                                              "num_keys": app.get("num_keys", max(len(app["keys"]), 1))})
+            apps[aid] = application
+            access_names = {"read": "read_key", "write": "write_key", "read_write": "read_write_key",
+                            "change": "change_key"}
+            for file in app.get("files", []):
+                options = {k: file[k] for k in ("lower_limit", "upper_limit", "initial_value",
+                                                "limited_credit", "free_get_value", "max_records")
+                           if k in file}
+                CardFile.objects.get_or_create(
+                    application=application, file_no=file["file_no"],
+                    defaults={"file_type": file["type"], "comm_mode": file.get("comm_mode", "full"),
+                              "size": file.get("size", file.get("record_size", 0)), "options": options,
+                              **{access_names[r]: file["access"][r] for r in access_names}})
+    existing = {(s.application_id, s.role, s.key_no) for s in KeySlot.objects.filter(card=card)}
+    for spec_slot in slot_specs(spec):
+        application = apps.get(spec_slot.aid) if spec_slot.aid else None
+        if (application.pk if application else None, spec_slot.role, spec_slot.key_no) in existing:
+            continue
+        master = masters.get(spec_slot.master) if spec_slot.master else None
+        if spec_slot.policy == KeyPolicy.DIVERSIFIED and master is None:
+            raise Refused("profile", f"master key {spec_slot.master!r} does not exist")
+        KeySlot.objects.create(tenant_id=card.tenant_id, card=card, application=application,
+                               role=spec_slot.role, key_no=spec_slot.key_no, policy=spec_slot.policy,
+                               master=master if spec_slot.policy == KeyPolicy.DIVERSIFIED else None,
+                               label=spec_slot.label)
+
+
+def slot_label(slot: KeySlot) -> str:
+    if slot.role.startswith("isd_"):
+        return {role: label for label, role, _, _ in ISD_SLOTS}[slot.role]
+    if slot.application_id:
+        return f"app.{slot.application.aid}.{slot.key_no}"
+    return f"picc.{slot.key_no}"
+
+
+def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
+    """The compiler's view of a card: its key versions, its tenant's masters, what earlier jobs did."""
+    ledger = Ledger()
+    for master in MasterKey.objects.filter(tenant_id=tenant_id).prefetch_related("versions"):
+        active = [v for v in master.versions.all() if v.state == VersionState.ACTIVE]
+        if active:
+            ledger.masters[master.name] = max(active, key=lambda v: v.number).pk
+    if card is None or card.pk is None:
+        return ledger
+    ledger.probe_required = card.probe_required
+    labels: dict[int, str] = {}
+    for slot in KeySlot.objects.filter(card=card).select_related("application"):
+        labels[slot.pk] = slot_label(slot)
+    for version in KeyVersion.objects.filter(slot__card=card, state__in=[VersionState.ACTIVE,
+                                                                         VersionState.PENDING]).order_by("number"):
+        held = Held(version.pk, version.number)
+        target = ledger.active if version.state == VersionState.ACTIVE else ledger.pending
+        target[labels[version.slot_id]] = held
+    version_labels = {v.pk: labels[v.slot_id] for v in KeyVersion.objects.filter(slot__card=card)}
+    for job in card.jobs.exclude(result={}).order_by("created_at"):
+        steps = (job.script or {}).get("steps", [])
+        for entry in (job.result or {}).get("steps", []):
+            index = entry.get("index")
+            if not isinstance(index, int) or not 0 <= index < len(steps):
+                continue
+            step = steps[index]
+            if entry.get("status") == "done" and step.get("label"):
+                ledger.done.add(step["label"])
+            if entry.get("status") == "in_flight":
+                for version_id in _confirmed_ids(step.get("confirms")):
+                    if version_id in version_labels:
+                        ledger.in_flight.add(version_labels[version_id])
+    return ledger
+
+
+def _confirmed_ids(confirms) -> list[int]:
+    if not isinstance(confirms, dict):
+        return []
+    ids = confirms.get("key_versions") or []
+    if "key_version" in confirms:
+        ids = [confirms["key_version"], *ids]
+    return [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+
+
+def _is_probe(script: dict) -> bool:
+    steps = (script or {}).get("steps", [])
+    return bool(steps) and any(str(s.get("label", "")).startswith("probe.") for s in steps)
+
+
+def plan_for(card: Card, profile) -> Plan:
+    return compile_plan(card, profile, ledger_for(card, card.tenant_id))
+
+
+def _expire_stale_jobs(card: Card) -> None:
+    """An open job past its expiry plus the task time limit never reported: assume the worst, probe next."""
+    limit = timezone.now() - timedelta(seconds=job_ttl_seconds() + settings.CELERY_TASK_TIME_LIMIT)
+    for job in card.jobs.select_for_update().filter(state__in=OPEN_JOB_STATES, created_at__lt=limit):
+        job.move_to(JobState.FAILED)
+        job.error = {"kind": "NoResult", "message": "no result arrived before the job's expiry"}
+        job.finished_at = timezone.now()
+        job.save(update_fields=["state", "error", "finished_at", "updated_at"])
+        sent_key_changes = any(s.get("confirms") for s in (job.script or {}).get("steps", []))
+        if sent_key_changes:
+            card.probe_required = True
+            card.save(update_fields=["probe_required", "updated_at"])
+        _station_event("job.expired", job.station, job_id=str(job.id), card_uid=card.uid, result="failure",
+                       details={"probe_required": sent_key_changes})
+
+
+@transaction.atomic
+def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentation_key: str,
+                 resumes: Job | None = None) -> tuple[Job | None, dict | None]:
+    card = Card.objects.select_for_update().filter(uid=uid).first()
+    if card is not None:
+        if card.tenant_id != station.tenant_id:
+            raise Refused("tenant", "the card belongs to another tenant than the station")
+        if card.state in REFUSED_CARD_STATES:
+            raise Refused("card_state", f"the card is {card.state}: a person must release it first")
+        _expire_stale_jobs(card)
+        if card.jobs.filter(state__in=OPEN_JOB_STATES).exists():
+            raise Refused("busy", "the card already has a job in progress")
+    order = _match_order(station, uid, card)
+    if order is None:
+        raise Refused("no_order", "no open order for this card at this station")
+    order = Order.objects.select_for_update().select_related("profile").get(pk=order.pk)
+    profile = order.profile
+    if card is None:
+        card = Card(tenant_id=station.tenant_id, uid=uid, chip_type=_chip_type(chip_hint, None, order),
+                    atr=atr[:66], profile=profile)
+        card.full_clean()
+        card.save()
+        _station_event("card.registered", station, card_uid=uid,
+                       details={"chip_type": card.chip_type, "order": order.pk})
+    if not profile.accepts_chip(card.chip_type):
+        raise Refused("profile", f"order {order.pk}'s profile is for {profile.chip_family} cards, "
+                                 f"not {card.chip_type}")
+    _ensure_layout(card, profile.spec)
+    try:
+        plan = plan_for(card, profile)
+        if plan.probe and plan.empty:
+            # nothing known to be in flight: the probe has nothing to ask
+            card.probe_required = False
+            plan = plan_for(card, profile)
+        if plan.needs_versions:
+            slots = {slot_label(s): s
+                     for s in KeySlot.objects.filter(card=card).select_related("application")}
+            sealing.key_versions_create_pending(slots=[slots[s.label] for s in plan.needs_versions],
+                                                actor=None)
+            plan = plan_for(card, profile)
+    except PlanError as exc:
+        raise Refused("profile", str(exc)) from None
+    if not plan.ready:
+        raise Refused("profile", "the plan still names keys that have no version")
+    card.atr = atr[:66] or card.atr
+    card.last_station, card.last_seen_at = station, timezone.now()
+    card.profile = profile
+    if plan.empty:
+        if card.state != CardState.ACTIVE:
+            card.state = CardState.ACTIVE
+        card.save()
+        return None, None
+    if card.state == CardState.NEW:
+        card.state = CardState.PROVISIONING
+    card.save()
+    if order.state == OrderState.OPEN:
+        order.state = OrderState.IN_PROGRESS
+        order.save(update_fields=["state", "updated_at"])
+    if resumes is None:
+        resumes = (card.jobs.filter(state__in=[JobState.INTERRUPTED, JobState.FAILED])
+                   .order_by("-created_at").first())
+    job = Job.objects.create(tenant_id=card.tenant_id, order=order, card=card, station=station,
+                             resumes=resumes,
+                             script=plan.script, script_digest=protocol.script_digest(plan.script),
+                             script_version=protocol.SCRIPT_VERSION, presentation_key=presentation_key)
+    _station_event("job.created", station, job_id=str(job.id), card_uid=uid,
+                   details={"order": order.pk, "profile": str(profile), "probe": plan.probe,
+                            "steps": len(plan.steps), "refs": plan.refs,
+                            "resumes": str(resumes.id) if resumes else ""})
+    envelope = _seal_and_sign(job, card, station, plan)
+    job.move_to(JobState.DISPATCHED)
+    job.dispatched_at = timezone.now()
+    job.deliveries = 1
+    job.save(update_fields=["state", "dispatched_at", "deliveries", "updated_at"])
+    transaction.on_commit(lambda: dispatch(station.queue, envelope))
+    return job, envelope
+
+
+def _seal_and_sign(job: Job, card: Card, station: Station, plan: Plan) -> dict:
+    issued_at = int(time.time())
+    expires_at = issued_at + job_ttl_seconds()
+    with sealing.job_keys_unwrap(card=card, refs=plan.refs, job_id=str(job.id)) as keys:
+        sealed = sealing.seal_for_station(keys, hpke_public_key_hex=station.hpke_public_key,
+                                          job_id=str(job.id), station=station.code, expires_at=expires_at)
+    envelope = {"v": protocol.PROTOCOL_VERSION, "job_id": str(job.id), "station": station.code,
+                "tenant": card.tenant.slug, "issued_at": issued_at, "expires_at": expires_at,
+                "card": {"uid": card.uid, "chip_type": card.chip_type}, "script": plan.script,
+                "script_digest": protocol.script_digest(plan.script), "sealed_keys": sealed}
+    return signing.sign_document(envelope)
+
+
+def _send(queue: str, envelope: dict) -> None:
+    from cms.celery import app
+
+    app.send_task("station.run_job", args=[envelope], queue=queue)
+
+
+# Replaceable by tests that play the station without a broker; production sends through Celery.
+dispatch: Callable[[str, dict], None] = _send
+
+
+# --- job results ---------------------------------------------------------------------------------------
+
+def _sanitise_error(error) -> dict:
+    if not isinstance(error, dict):
+        return {}
+    clean = {k: error.get(k) for k in ("step", "op", "apdu", "sw", "meaning", "kind", "message")
+             if error.get(k) is not None}
+    for key in ("op", "apdu", "sw", "meaning", "kind", "message"):
+        if key in clean:
+            clean[key] = str(clean[key])[:500]
+    sw = clean.get("sw")
+    if isinstance(sw, str) and len(sw) == 4:
+        try:
+            clean.setdefault("meaning", describe(int(sw, 16)).meaning)
+        except ValueError:
+            pass
+    return clean
+
+
+def _sanitise_trace(trace, steps: list[dict]) -> list[dict]:
+    """Keep the agent's redacted trace, and cut any unredacted command of a key-bearing step to its header."""
+    out = []
+    for entry in trace if isinstance(trace, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        step = entry.get("step")
+        apdu = str(entry.get("apdu_hex", ""))[:1024]
+        redacted = bool(entry.get("redacted"))
+        op = steps[step]["op"] if isinstance(step, int) and 0 <= step < len(steps) else ""
+        bearing = op in ("desfire.change_key", "gp.put_key", "desfire.authenticate", "gp.open_scp03",
+                         "gp.open_scp02", "gp.store_data")
+        if bearing and not redacted and entry.get("direction") == "TX" and len(apdu) > 10:
+            apdu, redacted = apdu[:10], True
+        out.append({"step": step, "direction": str(entry.get("direction", ""))[:2], "apdu_hex": apdu,
+                    "redacted": redacted})
+    return out[:2000]
+
+
+def _check_result_shape(result) -> None:
+    if not isinstance(result, dict) or result.get("v") != protocol.PROTOCOL_VERSION:
+        raise Refused("malformed", "a result is an object with v=1")
+    if result.get("state") not in RESULT_STATES:
+        raise Refused("malformed", f"unknown result state {result.get('state')!r}")
+    if not isinstance(result.get("steps", []), list):
+        raise Refused("malformed", "result.steps must be a list")
+
+
+def job_result_handle(result: dict) -> dict:
+    """Verify a job's signed result and move the job, card, order and key ledger by what the card proved."""
+    job_id = result.get("job_id") if isinstance(result, dict) else None
+    job = None
+    try:
+        job = Job.objects.select_related("station__tenant").filter(pk=str(job_id)).first() \
+            if isinstance(job_id, str) and len(job_id) == 36 else None
+    except ValidationError:
+        job = None
+    station = job.station if job is not None else None
+    try:
+        if job is None:
+            raise Refused("unknown_job", f"no job {str(job_id)[:40]!r}")
+        if result.get("station") != station.code:
+            raise Refused("station", "the result names another station than the job's")
+        _verify_station_signature(result, station, "result")
+        _check_result_shape(result)
+        if station.status != StationStatus.APPROVED:
+            raise Refused("station", f"station {station.code} is {station.status}")
+        with transaction.atomic():
+            outcome = _apply_result(job.pk, result)
+    except Refused as exc:
+        return _refuse("job.result_refused", station, exc, job_id=str(job.id) if job else "",
+                       card_uid=job.card.uid if job else "")
+    if outcome.get("follow_up"):
+        card = Card.objects.get(pk=job.card_id)
+        try:
+            follow, _ = _prepare_job(station=station, uid=card.uid, atr=card.atr, chip_hint=None,
+                                     presentation_key=f"after-{job.pk}", resumes=job)
+        except Refused as exc:
+            _refuse("card.presentation_refused", station, exc, card_uid=card.uid)
+        except IntegrityError:
+            pass  # a redelivered probe result: the follow-up job exists already
+        else:
+            outcome["next_job"] = str(follow.id) if follow else None
+    outcome.pop("follow_up", None)
+    return outcome
+
+
+def _apply_result(job_pk, result: dict) -> dict:
+    job = Job.objects.select_for_update().select_related("station__tenant", "card", "order").get(pk=job_pk)
+    if job.state not in (JobState.DISPATCHED, JobState.RUNNING):
+        raise Refused("replay", f"job {job.id} is already {job.state}")
+    card = Card.objects.select_for_update().get(pk=job.card_id)
+    station = job.station
+    steps = (job.script or {}).get("steps", [])
+    entries = []
+    for entry in result.get("steps", []):
+        index = entry.get("index") if isinstance(entry, dict) else None
+        if not isinstance(index, int) or not 0 <= index < len(steps) or entry.get("op") != steps[index]["op"]:
+            raise Refused("malformed", "a result step does not match the job's script")
+        if entry.get("status") not in ("done", "failed", "in_flight"):
+            raise Refused("malformed", f"result step {index} has status {entry.get('status')!r}")
+        entries.append(entry)
+    probe = _is_probe(job.script)
+    common = {"job_id": str(job.id), "card_uid": card.uid}
+    grace = settings.KEY_GRACE_PERIOD_DAYS
+    versions_by_id = {v.pk: v for v in KeyVersion.objects.filter(slot__card=card)}
+    probe_answers = 0
+    for entry in entries:
+        step = steps[entry["index"]]
+        op, status = step["op"], entry["status"]
+        observed = entry.get("observed") if isinstance(entry.get("observed"), dict) else {}
+        # The ledger moves by OUR script's confirms, never by what the result claims to confirm.
+        confirmed = [versions_by_id[i] for i in _confirmed_ids(step.get("confirms")) if i in versions_by_id]
+        action = STEP_ACTIONS.get(op, "card.step")
+        details = {"op": op, "step": entry["index"], "status": status, "label": step.get("label", "")}
+        if op in ("desfire.authenticate", "desfire.change_key", "desfire.get_key_version"):
+            details["key_no"] = step.get("key_no")
+        if op in ("desfire.write_data", "desfire.write_record", "desfire.credit", "desfire.create_file"):
+            details["file_no"] = step.get("file_no")
+        if "aid" in step:
+            details["aid"] = step["aid"]
+        if observed:
+            details["observed"] = {k: v for k, v in observed.items()
+                                   if isinstance(v, bool | int | str | list)}
+        record_event(action=action, actor_type="station", actor_name=station.code, tenant=card.tenant,
+                     result={"done": "success", "failed": "failure", "in_flight": "unknown"}[status],
+                     key_version=confirmed[0].number if len(confirmed) == 1 else None,
+                     details=details, **common)
+        if status == "done" and confirmed:
+            for version in confirmed:
+                sealing.version_activate(version, grace_days=grace, job_id=str(job.id),
+                                         evidence={"step": entry["index"], "op": op,
+                                                   **details.get("observed", {})})
+        elif status == "in_flight" and confirmed:
+            card.probe_required = True
+        if probe and status == "done" and str(step.get("label", "")).startswith("probe."):
+            probe_answers += _resolve_probe(card, step, observed, grace, str(job.id))
+    state = result["state"]
+    error = _sanitise_error(result.get("error"))
+    failed_op = steps[error["step"]]["op"] if isinstance(error.get("step"), int) \
+        and 0 <= error["step"] < len(steps) else ""
+    auth_failure = state == JobState.FAILED and error.get("kind") not in NOT_A_CARD_ANSWER and (
+        error.get("kind") in AUTH_FAILURE_KINDS or failed_op in AUTH_OPS)
+    job.move_to(state)
+    job.stage_reached = str(result.get("stage", ""))[:64]
+    job.steps_done = sum(1 for e in entries if e["status"] == "done")
+    job.result = {"state": state, "steps": [{k: e.get(k) for k in ("index", "op", "status", "observed")}
+                                            for e in entries],
+                  "started_at": result.get("started_at"), "finished_at": result.get("finished_at")}
+    job.error = error
+    job.trace = _sanitise_trace(result.get("trace"), steps)
+    job.finished_at = timezone.now()
+    job.save()
+    follow_up = False
+    if auth_failure:
+        card.state = CardState.QUARANTINED
+        card.state_reason = (f"authentication failed at step {error.get('step')} "
+                             f"({failed_op or error.get('op')}): SW {error.get('sw', '?')} "
+                             f"{error.get('meaning', '')}")[:200]
+        record_event(action="card.quarantined", actor_type="station", actor_name=station.code,
+                     tenant=card.tenant, result="failure",
+                     details={"reason": card.state_reason, "kind": error.get("kind", "")}, **common)
+    elif probe and state == JobState.SUCCEEDED:
+        still = card.probe_required and probe_answers == 0
+        card.probe_required = False if not still else card.probe_required
+        follow_up = not card.probe_required
+    elif state == JobState.SUCCEEDED and not card.probe_required:
+        card.state, card.state_reason = CardState.ACTIVE, ""
+        if job.order_id:
+            order = Order.objects.select_for_update().get(pk=job.order_id)
+            order.cards_done += 1
+            if order.quantity is not None and order.cards_done >= order.quantity:
+                order.state = OrderState.COMPLETED
+            order.save(update_fields=["cards_done", "state", "updated_at"])
+    elif state == JobState.FAILED and job.order_id:
+        Order.objects.filter(pk=job.order_id).update(cards_failed=F("cards_failed") + 1)
+    card.save()
+    record_event(action="job.finished", actor_type="station", actor_name=station.code, tenant=card.tenant,
+                 result="success" if state == JobState.SUCCEEDED else "failure",
+                 details={"state": state, "steps_done": job.steps_done, "stage": job.stage_reached,
+                          "probe": probe, "error": error, "quarantined": auth_failure,
+                          "probe_required": card.probe_required}, **common)
+    return {"status": "recorded", "job": str(job.id), "state": state, "quarantined": auth_failure,
+            "probe_required": card.probe_required, "follow_up": follow_up}
+
+
+def _resolve_probe(card: Card, step: dict, observed: dict, grace: int, job_id: str) -> int:
+    """Settle one in-flight slot (or the ISD key set) from a probe answer; 1 if it was answered."""
+    label = step["label"][len("probe."):]
+    slots = {slot_label(s): s for s in KeySlot.objects.filter(card=card).select_related("application")}
+    if label == "isd":
+        kvns = observed.get("kvns")
+        if not isinstance(kvns, list):
+            kvn = observed.get("key_version")
+            kvns = [kvn] if isinstance(kvn, int) else None
+        if kvns is None:
+            return 0
+        expected = step.get("expect_kvn")
+        targets = [slots[label] for label, *_ in ISD_SLOTS if label in slots]
+        holds_new = expected in kvns
+    else:
+        version_no = observed.get("key_version")
+        if not isinstance(version_no, int) or label not in slots:
+            return 0
+        targets = [slots[label]]
+        pending = (KeyVersion.objects.filter(slot=slots[label], state=VersionState.PENDING)
+                   .order_by("-number").first())
+        holds_new = pending is not None and (pending.number & 0xFF) == version_no
+    for slot in targets:
+        pending = KeyVersion.objects.filter(slot=slot, state=VersionState.PENDING).order_by("-number").first()
+        if pending is not None and holds_new:
+            sealing.version_activate(pending, grace_days=grace, job_id=job_id,
+                                     evidence={"probe": step["op"], **{k: v for k, v in observed.items()
+                                                                        if isinstance(v, int | list)}})
+    return 1
+
+
+# --- dry run and people ------------------------------------------------------------------------------
+
+def plan_preview(*, actor, profile, card: Card | None = None, uid: str = "", chip_type: str = "") -> Plan:
+    """The plan a card would get from `profile` now: steps with key refs, never keys; nothing is written.
+
+    For an existing card (by id, or a registered UID the caller may see) its ledger is used;
+    otherwise the card is taken as new (factory or transport keys).
+    """
+    from cms.scoping import ensure_allowed, restrict
+
+    ensure_allowed(profile, actor, "view")
+    if card is None and uid:
+        card = restrict(Card.objects.filter(uid=normalise_hex(uid)), actor, "view").first()
+    if card is not None:
+        if card.tenant_id != profile.tenant_id:
+            raise ValidationError({"card": ["belongs to another tenant than the profile"]})
+        ledger = ledger_for(card, card.tenant_id)
+    else:
+        card = Card(tenant_id=profile.tenant_id, uid=normalise_hex(uid), chip_type=chip_type)
+        ledger = ledger_for(None, profile.tenant_id)
+    if not profile.accepts_chip(card.chip_type):
+        raise ValidationError({"chip_type": [f"the profile is for {profile.chip_family} cards, "
+                                             f"not {card.chip_type}"]})
+    try:
+        return compile_plan(card, profile, ledger)
+    except PlanError as exc:
+        raise ValidationError({"profile": [str(exc)]}) from None
+
+
+@transaction.atomic
+def card_release(*, actor, card: Card, reason: str = "") -> Card:
+    """A person decided a quarantined card may be worked on again (nothing retries on its own)."""
+    from cms.scoping import ensure_allowed
+
+    ensure_allowed(card, actor, "manage")
+    card = Card.objects.select_for_update().get(pk=card.pk)
+    if card.state != CardState.QUARANTINED:
+        raise ValidationError({"state": [f"the card is {card.state}; only a quarantined card is released"]})
+    previous_reason = card.state_reason
+    # Back to provisioning: the next presentation compiles from the ledger (an empty plan makes it active).
+    card.state = CardState.PROVISIONING
+    card.state_reason = ""
+    card.save(update_fields=["state", "state_reason", "updated_at"])
+    record_event(action="card.released", actor=actor, tenant=card.tenant, card_uid=card.uid,
+                 details={"reason": reason, "quarantine_reason": previous_reason, "state": card.state})
+    return card

@@ -1,0 +1,222 @@
+"""A job's keys: pending versions for a plan, every ref unwrapped in ONE Vault batch, sealed to a station.
+
+Key refs (the names a script uses, see jobproto.md):
+
+- ``kv-<KeyVersion.id>``: a card key version, random (its own blob) or diversified (its master
+  version's blob, derived in memory with AN10922 / KDF3).
+- ``mkv-<MasterKeyVersion.id>-<role>``: a key derived from a master version that has no KeyVersion
+  row (a transport key set): role ``isd_enc`` / ``isd_mac`` / ``isd_dek`` (KDF3) or ``cmk``
+  (AN10922, key 0 at PICC level) derive per card; role ``static`` is the master key itself (the
+  same imported transport key on every card, like the GP test key 40..4F).
+- ``default-<key_type>``: a DESFire factory default key (all zero bytes of that type).
+
+Plain keys only ever exist as `KeyBytes` inside the context manager, which wipes them on exit.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import record_event
+from keys import keystore
+from keys.errors import KeyStateError, KeystoreError
+from keys.kcv import kcv, scheme_for_role
+from keys.models import KeyPolicy, KeySlot, KeyVersion, MasterKeyVersion, VersionState
+from keys.services import _next_number, _source_ref, derive_card_key, key_versions_create_random
+from readeragent import protocol
+
+_KV = re.compile(r"^kv-(?P<id>[0-9]{1,18})$")
+_MKV = re.compile(r"^mkv-(?P<id>[0-9]{1,18})-(?P<role>static|cmk|isd_enc|isd_mac|isd_dek)$")
+_DEFAULT = re.compile(r"^default-(?P<type>aes128|2k3des|3k3des)$")
+DEFAULT_KEY_LENGTH = {"aes128": 16, "2k3des": 16, "3k3des": 24}
+_MKV_KEY_NO = {"cmk": 0, "isd_enc": 1, "isd_mac": 2, "isd_dek": 3}
+
+
+def kv_ref(version: KeyVersion | int) -> str:
+    return f"kv-{version if isinstance(version, int) else version.pk}"
+
+
+def mkv_ref(master_version: MasterKeyVersion | int, role: str) -> str:
+    pk = master_version if isinstance(master_version, int) else master_version.pk
+    return f"mkv-{pk}-{role}"
+
+
+def default_ref(key_type: str) -> str:
+    return f"default-{key_type}"
+
+
+def parse_ref(ref: str) -> tuple[str, str | int, str]:
+    """("kv", id, "") | ("mkv", id, role) | ("default", key_type, ""); KeystoreError otherwise."""
+    if match := _KV.match(ref):
+        return "kv", int(match["id"]), ""
+    if match := _MKV.match(ref):
+        return "mkv", int(match["id"]), match["role"]
+    if match := _DEFAULT.match(ref):
+        return "default", match["type"], ""
+    raise KeystoreError(f"not a key ref: {ref!r}")
+
+
+# --- pending versions for a plan ------------------------------------------------------------------
+
+@transaction.atomic
+def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None,
+                                job_id: str = "") -> list[KeyVersion]:
+    """One new pending version per slot of ONE card, without a Vault round trip per key.
+
+    Random slots: generated and wrapped in one Transit batch (keys.services). Diversified slots:
+    rows naming the master's active version; their KCV is filled in by `job_keys_unwrap`, from
+    the same batch that unwraps the job's keys (keys.services would unwrap once per version).
+    """
+    random = [s for s in slots if s.policy == KeyPolicy.RANDOM]
+    diversified = [s for s in slots if s.policy == KeyPolicy.DIVERSIFIED]
+    versions = key_versions_create_random(slots=random, actor=actor) if random else []
+    if diversified:
+        locked = {s.pk: s for s in KeySlot.objects.select_for_update(of=("self",)).select_related(
+            "tenant", "card", "application", "master").filter(pk__in=[s.pk for s in diversified])}
+        for slot in diversified:
+            slot = locked[slot.pk]
+            if slot.master is None:
+                raise KeyStateError(f"slot {slot.pk} is diversified but names no master key")
+            master_version = (slot.master.versions.filter(state=VersionState.ACTIVE).order_by("-number")
+                              .first())
+            if master_version is None:
+                raise KeyStateError(f"master key {slot.master.name} has no active version")
+            version = KeyVersion.objects.create(slot=slot, number=_next_number(slot),
+                                                state=VersionState.PENDING, policy=KeyPolicy.DIVERSIFIED,
+                                                master_version=master_version)
+            record_event(action="keys.key_diversified", actor=actor, tenant=slot.tenant, job_id=job_id,
+                         card_uid=slot.card.uid, aid=slot.application.aid if slot.application_id else "",
+                         key_no=slot.key_no, key_version=version.number,
+                         details={"role": slot.role, "policy": version.policy,
+                                  "master_key": slot.master.name, "master_version": master_version.number,
+                                  "method": slot.master.method, "kcv": "computed at first unwrap"})
+            versions.append(version)
+    return versions
+
+
+# --- unwrap for a job -------------------------------------------------------------------------------
+
+@contextmanager
+def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None
+                    ) -> Iterator[dict[str, keystore.KeyBytes]]:
+    """Every ref of a job's script as plain keys, from ONE Transit batch decrypt; wiped on exit.
+
+    All refs must belong to `card` (its key versions, or master versions of its tenant). One
+    audit event names every Vault reference before any key is produced.
+    """
+    refs = sorted(set(refs))
+    parsed = {ref: parse_ref(ref) for ref in refs}
+    kv_ids = [ident for kind, ident, _ in parsed.values() if kind == "kv"]
+    mkv_ids = [ident for kind, ident, _ in parsed.values() if kind == "mkv"]
+    versions = {v.pk: v for v in KeyVersion.objects.select_related(
+        "slot__card", "slot__application", "slot__tenant", "master_version__master").filter(pk__in=kv_ids)}
+    masters = {m.pk: m for m in MasterKeyVersion.objects.select_related("master").filter(pk__in=mkv_ids)}
+    for ident in kv_ids:
+        version = versions.get(ident)
+        if version is None or version.slot.card_id != card.pk:
+            raise KeystoreError(f"kv-{ident} is not a key version of card {card.uid}")
+        if version.state == VersionState.DESTROYED:
+            raise KeyStateError(f"kv-{ident} is destroyed")
+    for ident in mkv_ids:
+        master_version = masters.get(ident)
+        if master_version is None or master_version.master.tenant_id != card.tenant_id:
+            raise KeystoreError(f"mkv-{ident} is not a master key version of the card's tenant")
+        if master_version.state not in (VersionState.ACTIVE, VersionState.PENDING):
+            raise KeyStateError(f"mkv-{ident} is {master_version.state}")
+    sources: dict[str, keystore.BlobRef] = {}
+    for ref, (kind, ident, _) in parsed.items():
+        if kind == "kv":
+            sources[ref] = _source_ref(versions[ident])
+        elif kind == "mkv":
+            sources[ref] = keystore.BlobRef.parse(masters[ident].vault_ref)
+    if sources:
+        with transaction.atomic():
+            record_event(action="keys.unwrapped", actor=actor, tenant=card.tenant, job_id=job_id,
+                         card_uid=card.uid, details={"refs": sorted({str(r) for r in sources.values()}),
+                                                     "count": len(sources), "purpose": "job"})
+    out: dict[str, keystore.KeyBytes] = {}
+    try:
+        with keystore.unwrap(card.tenant_id, set(sources.values())) as plain:
+            new_kcvs: list[KeyVersion] = []
+            for ref, (kind, ident, role) in parsed.items():
+                if kind == "default":
+                    out[ref] = keystore.KeyBytes(DEFAULT_KEY_LENGTH[ident])
+                elif kind == "mkv":
+                    master_version = masters[ident]
+                    if role == "static":
+                        out[ref] = keystore.KeyBytes(plain[sources[ref]])
+                    else:
+                        derived = derive_card_key(master=plain[sources[ref]],
+                                                  method=master_version.master.method, uid=card.uid,
+                                                  role=role, key_no=_MKV_KEY_NO[role])
+                        out[ref] = keystore.KeyBytes(derived)
+                        derived[:] = bytes(len(derived))
+                else:
+                    version = versions[ident]
+                    slot = version.slot
+                    if version.policy == KeyPolicy.DIVERSIFIED:
+                        derived = derive_card_key(master=plain[sources[ref]],
+                                                  method=version.master_version.master.method, uid=card.uid,
+                                                  role=slot.role, key_no=slot.key_no,
+                                                  aid=slot.application.aid if slot.application_id else "")
+                        out[ref] = keystore.KeyBytes(derived)
+                        derived[:] = bytes(len(derived))
+                        if not version.kcv:
+                            version.kcv = kcv(out[ref], scheme_for_role(slot.role))
+                            new_kcvs.append(version)
+                    else:
+                        out[ref] = keystore.KeyBytes(plain[sources[ref]])
+            if new_kcvs:
+                KeyVersion.objects.bulk_update(new_kcvs, ["kcv"])
+            yield out
+    finally:
+        for key in out.values():
+            key[:] = bytes(len(key))
+
+
+def seal_for_station(keys: dict[str, bytearray], *, hpke_public_key_hex: str, job_id: str, station: str,
+                     expires_at: int) -> str:
+    """HPKE-seal the job's keys to the station's enrolled X25519 key, bound to job, station and expiry."""
+    public_key = X25519PublicKey.from_public_bytes(bytes.fromhex(hpke_public_key_hex))
+    return protocol.seal_keys(keys, public_key=public_key, job_id=job_id, station=station,
+                              expires_at=expires_at)
+
+
+def version_activate(version: KeyVersion, *, grace_days: int, actor=None, job_id: str = "",
+                     evidence: dict | None = None) -> KeyVersion | None:
+    """pending -> active because the card confirmed it; the slot's previous active version retires with grace.
+
+    Returns the retired predecessor (or None). Runs inside the caller's transaction, rows locked.
+    """
+    version = KeyVersion.objects.select_for_update(of=("self",)).select_related(
+        "slot__tenant", "slot__card", "slot__application").get(pk=version.pk)
+    if version.state != VersionState.PENDING:
+        return None
+    now = timezone.now()
+    previous = (KeyVersion.objects.select_for_update(of=("self",))
+                .filter(slot_id=version.slot_id, state=VersionState.ACTIVE).first())
+    slot = version.slot
+    common = {"tenant": slot.tenant, "job_id": job_id, "card_uid": slot.card.uid,
+              "aid": slot.application.aid if slot.application_id else "", "key_no": slot.key_no}
+    if previous is not None:
+        previous.state, previous.retired_at = VersionState.RETIRED, now
+        previous.grace_until = now + timedelta(days=grace_days)
+        previous.save(update_fields=["state", "retired_at", "grace_until"])
+        record_event(action="keys.key_retired", actor=actor, key_version=previous.number,
+                     details={"role": slot.role, "grace_until": previous.grace_until.isoformat(),
+                              "successor": version.number}, **common)
+    version.state, version.activated_at = VersionState.ACTIVE, now
+    version.save(update_fields=["state", "activated_at"])
+    record_event(action="keys.key_activated", actor=actor, key_version=version.number,
+                 details={"role": slot.role, "kcv": version.kcv, "evidence": evidence or {}}, **common)
+    return previous
+
+
+__all__ = ["default_ref", "job_keys_unwrap", "key_versions_create_pending", "kv_ref", "mkv_ref",
+           "parse_ref", "seal_for_station", "version_activate"]
