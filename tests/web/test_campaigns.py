@@ -229,7 +229,8 @@ def test_diversified_campaign_derives_every_kcv_from_one_master_unwrap(acme, adm
     v1 = services.master_key_version_create(master=master, state="active")
     v2 = services.master_key_version_create(master=master)
     for n in range(3):
-        card = Card.objects.create(tenant=acme, uid=f"0400000000001{n}", chip_type="desfire_ev2", state="active")
+        card = Card.objects.create(tenant=acme, uid=f"0400000000001{n}", chip_type="desfire_ev2",
+                                   state="active")
         slot = KeySlot.objects.create(tenant=acme, card=card, role="cmk", key_no=0, policy="diversified",
                                       master=master)
         services.key_version_create_diversified(slot=slot, master_version=v1, state="active")
