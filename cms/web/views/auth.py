@@ -49,8 +49,8 @@ def reauth(request):
     return render(request, "web/reauth.html", {"form": form, "next": back})
 
 
-@require_POST
 @login_required
+@require_POST
 def switch_tenant(request):
     wanted = request.POST.get("tenant", "")
     allowed = {str(t.pk): t for t, _ in tenant_choices(request.user)}
