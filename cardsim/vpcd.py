@@ -71,7 +71,8 @@ class _SlotLock:
         self.path = LOCK_DIR / f"cardsim-vpcd-{host}-{port}.lock"
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self) -> float:
+        """Take the slot; returns when (time.time()) the previous card left it, 0 if unknown."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -79,15 +80,38 @@ class _SlotLock:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise SlotBusy(f"vpcd port {self.path.stem.rsplit('-', 1)[-1]} is in use by another virtual card "
-                           f"(lock {self.path}, holder pid {holder})") from None
+                           f"(lock {self.path}, holder: {holder})") from None
+        previous = os.pread(fd, 64, 0).decode(errors="replace").split()
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
         self._fd = fd
+        if previous[:1] == ["pid"]:
+            return time.time()  # the holder died without releasing: it may have left just now
+        try:
+            return float(previous[1]) if previous[:1] == ["left"] else 0.0
+        except (IndexError, ValueError):
+            return 0.0
 
-    def release(self) -> None:
+    def release(self, left_at: float) -> None:
         if self._fd is not None:
+            # The next card in this slot waits out the absence pcscd needs to notice this one left.
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"left {left_at:.3f}\n".encode(), 0)
             os.close(self._fd)
             self._fd = None
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a bridge (in any process on this machine) holds this vpcd port now."""
+    path = _SlotLock(host, port).path
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class VpcdBridge:
@@ -135,7 +159,9 @@ class VpcdBridge:
     def start(self, *, wait: bool = True, timeout: float = 15.0) -> VpcdBridge:
         if self._thread is not None:
             raise RuntimeError("bridge already started")
-        self._lock.acquire()
+        previous_left = self._lock.acquire()
+        if previous_left:
+            self._removed_at = time.monotonic() - max(0.0, time.time() - previous_left)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"vpcd-{self.port}", daemon=True)
         self._thread.start()
@@ -180,7 +206,7 @@ class VpcdBridge:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self._lock.release()
+        self._lock.release(left_at=time.time())
         self.card.save()
 
     def __enter__(self) -> VpcdBridge:

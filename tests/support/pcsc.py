@@ -1,1 +1,296 @@
-"""Fixture: pcscd with the vpcd driver and virtual cards (filled in by the cardsim work)."""
+"""Fixtures: pcscd with the vpcd driver (one per machine, shared), and virtual cards in its readers.
+
+`pcscd` reuses a running pcscd that offers "Virtual PCD" readers, or starts
+its own `pcscd --foreground` and stops it by pid when the last pytest process
+using it (xdist workers, other sessions on the machine) is done: users are
+counted in a JSON file under an flock in the temp directory. Tests marked
+`pcsc` are put in the xdist group "pcsc", so under `--dist loadgroup` they
+run in one worker; each card still takes its vpcd slot under the bridge's own
+slot lock, so concurrent sessions wait for each other instead of colliding.
+Missing pcscd or vpcd is a failure that says to run bin/setup, never a skip.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cardproto.transport import PyscardTransport
+from cardsim.base import VirtualCard
+from cardsim.vpcd import VPCD_PORT, SlotBusy, VpcdBridge, port_in_use
+
+TMP = Path(tempfile.gettempdir())
+LOCK_FILE = TMP / "cms-pcscd.lock"
+STATE_FILE = TMP / "cms-pcscd.json"
+LOG_FILE = TMP / "cms-pcscd.log"
+OWN_CONF_DIR = TMP / "cms-pcscd-reader.conf.d"
+VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
+SYSTEM_VPCD_CONF = Path("/etc/reader.conf.d/vpcd")
+READER_PREFIX = "Virtual PCD"
+SETUP_HINT = "run bin/setup (it installs pcscd, vsmartcard-vpcd, libpcsclite-dev and swig)"
+VPCD_CONF = f"""FRIENDLYNAME "{READER_PREFIX}"
+DEVICENAME   /dev/null:0x{VPCD_PORT:04X}
+LIBPATH      {VPCD_DRIVER}
+CHANNELID    0x{VPCD_PORT:04X}
+"""
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the group marks
+def pytest_collection_modifyitems(config, items):
+    """Every pcsc test joins the xdist group "pcsc" (one worker runs them all under loadgroup)."""
+    for item in items:
+        if item.get_closest_marker("pcsc") and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group("pcsc"))
+
+
+def virtual_readers() -> list[str]:
+    """Names of the vpcd readers pcscd offers now ([] when pcscd is not running)."""
+    try:
+        from smartcard.System import readers
+    except ImportError:
+        pytest.fail(f"pyscard is not installed: {SETUP_HINT}")
+    try:
+        return [str(r) for r in readers() if str(r).startswith(READER_PREFIX)]
+    except Exception:  # noqa: BLE001 - pyscard raises its own types when no pcscd answers
+        return []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _running_pcscd_pid() -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(Path("/run/pcscd/pcscd.pid").read_text().split()[0])
+        if _pid_alive(pid):
+            return pid
+    return None
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    with open(LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_state() -> dict:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(STATE_FILE.read_text())
+    return {"pid": None, "users": []}
+
+
+def _write_state(state: dict) -> None:
+    STATE_FILE.write_text(json.dumps(state))
+
+
+def _start_pcscd() -> int:
+    if shutil.which("pcscd") is None:
+        pytest.fail(f"pcscd is not installed: {SETUP_HINT}")
+    if not VPCD_DRIVER.exists():
+        pytest.fail(f"the vpcd driver ({VPCD_DRIVER}) is not installed: {SETUP_HINT}")
+    command = ["pcscd", "--foreground"]
+    if not SYSTEM_VPCD_CONF.exists():
+        OWN_CONF_DIR.mkdir(exist_ok=True)
+        (OWN_CONF_DIR / "vpcd").write_text(VPCD_CONF)
+        command += ["--config", str(OWN_CONF_DIR)]
+    if os.geteuid() != 0:
+        command = ["sudo", "-n", *command]
+    with open(LOG_FILE, "ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    return process.pid
+
+
+def _stop_pcscd(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if this process started it
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Pcscd:
+    """The pcscd the tests use. `pid` is set only when these fixtures started it."""
+
+    pid: int | None
+    readers: list[str]
+    base_port: int = VPCD_PORT
+
+    def reader_name(self, port: int) -> str:
+        """vpcd names slot N (port base + N) "Virtual PCD 00 0N"."""
+        name = f"{READER_PREFIX} 00 {port - self.base_port:02X}"
+        if name not in self.readers:
+            pytest.fail(f"pcscd offers no reader {name!r} for vpcd port {port} (readers: {self.readers})")
+        return name
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.base_port + int(name.rsplit(" ", 1)[1], 16) for name in self.readers]
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> Iterator[Pcscd]:
+    me = os.getpid()
+    with _machine_lock():
+        state = _read_state()
+        state["users"] = [pid for pid in state.get("users", []) if _pid_alive(pid) and pid != me]
+        if state.get("pid") and not _pid_alive(state["pid"]):
+            state["pid"] = None
+        if not state.get("pid") and _running_pcscd_pid() is None:
+            state["pid"] = _start_pcscd()
+        state["users"].append(me)
+        _write_state(state)
+        owned = state.get("pid")
+    try:
+        deadline = time.monotonic() + 15
+        names = virtual_readers()
+        while not names and time.monotonic() < deadline:
+            time.sleep(0.2)
+            names = virtual_readers()
+        if not names:
+            running = _running_pcscd_pid()
+            pytest.fail(
+                f"pcscd offers no {READER_PREFIX!r} readers after 15 s "
+                + (f"(pcscd pid {running} runs without the vpcd driver?) " if running else
+                   f"(pcscd did not start; see {LOG_FILE}) ")
+                + f"-- {SETUP_HINT}")
+        yield Pcscd(pid=owned, readers=sorted(names))
+    finally:
+        with _machine_lock():
+            state = _read_state()
+            state["users"] = [pid for pid in state.get("users", []) if pid != me and _pid_alive(pid)]
+            if not state["users"] and state.get("pid"):
+                _stop_pcscd(state["pid"])
+                state["pid"] = None
+            _write_state(state)
+
+
+@dataclass
+class VirtualReader:
+    """A virtual card in a pcscd reader, as a host sees it: reader name, pyscard connection, transport."""
+
+    card: VirtualCard
+    bridge: VpcdBridge
+    reader: str
+    connection: object | None = None
+    transport: PyscardTransport | None = None
+    _extra: list = field(default_factory=list)
+
+    def connect(self, timeout: float = 10.0) -> PyscardTransport:
+        """(Re)open a pyscard connection, e.g. after the card was removed and put back."""
+        from smartcard.Exceptions import CardConnectionException, NoCardException
+        from smartcard.System import readers
+
+        self.disconnect()
+        deadline = time.monotonic() + timeout
+        while True:
+            reader = next((r for r in readers() if str(r) == self.reader), None)
+            try:
+                if reader is None:
+                    raise NoCardException(f"reader {self.reader!r} is gone")
+                connection = reader.createConnection()
+                connection.connect()
+                break
+            except (NoCardException, CardConnectionException) as exc:
+                # pcscd may report the card a poll (~0.45 s) after vpcd handed it over.
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no card in {self.reader!r} after {timeout:.0f} s: {exc}")
+                time.sleep(0.1)
+        self.connection = connection
+        self.transport = PyscardTransport(connection)
+        return self.transport
+
+    def disconnect(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                self.connection.disconnect()
+            self.connection = None
+            self.transport = None
+
+    def remove(self) -> None:
+        self.disconnect()
+        self.bridge.remove()
+
+    def insert(self) -> PyscardTransport:
+        self.bridge.insert()
+        return self.connect()
+
+    def close(self) -> None:
+        self.disconnect()
+        self.bridge.stop()
+
+
+def start_bridge(card: VirtualCard, pcscd: Pcscd, timeout: float = 120.0) -> VpcdBridge:
+    """Put `card` into the first free vpcd slot, waiting while other tests hold them all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for port in pcscd.ports:
+            bridge = VpcdBridge(card, port)
+            try:
+                return bridge.start()
+            except SlotBusy:
+                continue
+        if time.monotonic() > deadline:
+            pytest.fail(f"every vpcd slot {pcscd.ports} stayed busy for {timeout:.0f} s")
+        time.sleep(0.25)
+
+
+def free_port(pcscd: Pcscd) -> int:
+    """A vpcd port no bridge holds right now (for a `python -m cardsim` subprocess)."""
+    for port in pcscd.ports:
+        if not port_in_use(port):
+            return port
+    pytest.fail(f"every vpcd slot {pcscd.ports} is busy")
+
+
+@pytest.fixture
+def pcsc_card(pcscd: Pcscd) -> Iterator[Callable[..., VirtualReader]]:
+    """Factory: `pcsc_card(card)` inserts a virtual card into a free vpcd reader and connects to it
+    through pyscard; yields a VirtualReader (reader name, transport, bridge). Removed at test end."""
+    inserted: list[VirtualReader] = []
+
+    def insert(card: VirtualCard, *, connect: bool = True) -> VirtualReader:
+        bridge = start_bridge(card, pcscd)
+        virtual = VirtualReader(card=card, bridge=bridge, reader=pcscd.reader_name(bridge.port))
+        inserted.append(virtual)
+        if connect:
+            virtual.connect()
+        return virtual
+
+    yield insert
+    for virtual in inserted:
+        virtual.close()
+
+
+def cardsim_command(*args: str) -> list[str]:
+    """The command line of the bridge CLI, run with this interpreter."""
+    return [sys.executable, "-m", "cardsim", *args]
