@@ -1,0 +1,108 @@
+"""What the pages show and do for the tenant's own people: lifecycle actions, campaigns, audit, stations."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from audit.models import AuditEvent
+from cards.services import lifecycle
+from tests.web.conftest import web_client
+
+pytestmark = pytest.mark.django_db
+
+
+def test_suspend_resume_revoke_are_audited_and_revoke_retires_the_keys(acme_world, admin, settings):
+    card, slot = acme_world["card"], acme_world["slot"]
+    lifecycle.card_suspend(actor=admin, card=card, reason="left on a desk")
+    with pytest.raises(ValidationError, match="only an active card"):
+        lifecycle.card_suspend(actor=admin, card=card)
+    lifecycle.card_resume(actor=admin, card=card)
+    with pytest.raises(ValidationError) as caught:
+        lifecycle.card_revoke(actor=admin, card=card, reason="misplaced")
+    assert "reason" in caught.value.message_dict
+    lifecycle.card_revoke(actor=admin, card=card, reason="compromised")
+    card.refresh_from_db()
+    assert (card.state, card.state_reason) == ("revoked", "compromised")
+    version = slot.versions.get()
+    assert version.state == "retired" and version.grace_until is not None
+    actions = list(AuditEvent.objects.filter(card_uid=card.uid, action__startswith="card.")
+                   .order_by("sequence").values_list("action", flat=True))
+    assert actions == ["card.suspended", "card.resumed", "card.revoked"]
+
+
+def test_card_page_shows_key_versions_history_and_lifecycle_buttons(acme_world, admin):
+    card = acme_world["card"]
+    body = web_client(admin).get(reverse("web:card", kwargs={"pk": card.pk})).content.decode()
+    assert "v1 active" in body and "keys.key_generated" in body and 'id="revoke-form"' in body
+    response = web_client(admin).post(reverse("web:card_suspend", kwargs={"pk": card.pk}), {"reason": "x"})
+    assert response.status_code == 302
+    card.refresh_from_db()
+    assert card.state == "suspended"
+
+
+def test_job_page_names_the_status_word_meaning(acme_world, operator):
+    body = web_client(operator).get(reverse("web:job", kwargs={"pk": acme_world["job"].pk})).content.decode()
+    assert "6982" in body and "Security status not satisfied" in body
+
+
+def test_campaign_pages_create_refuse_the_creator_then_approve_and_start(acme_world, admin, second_admin):
+    client = web_client(admin)
+    response = client.post(reverse("web:campaigns"), {
+        "name": "cmk-web", "roles": ["cmk"], "target": "random", "batch_size": 10, "grace_days": 3})
+    assert response.status_code == 302
+    detail = response["Location"]
+    pk = int(detail.strip("/").split("/")[-1])
+    refused = client.post(reverse("web:campaign_approve", kwargs={"pk": pk}), follow=True).content.decode()
+    assert "creator of a campaign cannot approve it" in refused
+    assert "Awaiting a second admin" in refused
+    other = web_client(second_admin)
+    assert other.post(reverse("web:campaign_approve", kwargs={"pk": pk})).status_code == 302
+    page = other.post(reverse("web:campaign_start", kwargs={"pk": pk}), follow=True).content.decode()
+    assert "Running" in page or "running" in page
+    assert 'id="progress"' in page and "total 1" in page
+
+
+def test_campaign_form_reports_bad_input_by_field(acme_world, admin):
+    body = web_client(admin).post(reverse("web:campaigns"), {
+        "name": "x", "target": "master_version", "batch_size": 0, "grace_days": 3}).content.decode()
+    assert "This field is required" in body  # roles
+    assert "Ensure this value is greater than or equal to 1" in body  # batch size
+
+
+def test_audit_filters_export_and_verify(acme_world, auditor):
+    client = web_client(auditor)
+    uid = acme_world["card"].uid
+    body = client.get(reverse("web:audit"), {"card_uid": uid}).content.decode()
+    assert "keys.key_generated" in body
+    assert client.get(reverse("web:audit"), {"card_uid": "zz"}).status_code == 200  # errors shown, no crash
+    exported = b"".join(client.get(reverse("web:audit_export", kwargs={"fmt": "csv"}),
+                                   {"card_uid": uid}).streaming_content).decode()
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert rows and {r["card_uid"] for r in rows} == {uid}
+    as_json = json.loads(client.get(reverse("web:audit_export", kwargs={"fmt": "json"})).content)
+    assert {e["tenant_slug"] for e in as_json} == {"acme"}
+    verdict = client.post(reverse("web:audit_verify")).content.decode()
+    assert "Chain intact" in verdict
+
+
+def test_stations_approve_and_revoke(acme_world, admin):
+    station = acme_world["station"]
+    client = web_client(admin)
+    client.post(reverse("web:station_approve", kwargs={"pk": station.pk}))
+    station.refresh_from_db()
+    assert station.status == "approved"
+    client.post(reverse("web:station_revoke", kwargs={"pk": station.pk}), {"reason": "stolen laptop"})
+    station.refresh_from_db()
+    assert station.status == "revoked"
+    assert AuditEvent.objects.get(action="station.revoked").details["reason"] == "stolen laptop"
+
+
+def test_dashboard_counts_cards_and_key_versions(acme_world, operator):
+    body = web_client(operator).get("/").content.decode()
+    assert 'id="stations-online">0 / 1' in body
+    assert "cmk" in body and "v1" in body
