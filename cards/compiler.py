@@ -162,6 +162,11 @@ class _Builder:
     def done(self, unit: str) -> bool:
         return unit in self.ledger.done
 
+    def wants_change(self, label: str) -> bool:
+        """No active version yet, or a newer pending one (a rotation) the card must get."""
+        active, pending = self.ledger.active.get(label), self.ledger.pending.get(label)
+        return active is None or (pending is not None and pending.number > active.number)
+
     def new_key(self, label: str) -> tuple[str, int, dict | None]:
         """(ref, version number, confirms) of the version this slot is to get."""
         pending = self.ledger.pending.get(label)
@@ -224,7 +229,7 @@ def _compile_desfire(b: _Builder, spec: dict, specs: list[SlotSpec]) -> None:
             b.add("desfire.authenticate", key_no=0, key=picc_key[0], key_type=picc_key[1])
             b.auth = (PICC_AID, 0)
 
-    if "picc.0" not in b.ledger.active:
+    if b.wants_change("picc.0"):
         at_picc()
         ref, number, confirms = b.new_key("picc.0")
         b.add("desfire.change_key", label="picc.0.change", confirms=confirms, key_no=0, new_key=ref,
@@ -276,7 +281,7 @@ def _compile_desfire_app(b: _Builder, app: dict, at_picc) -> None:
     # Keys 1..n first, with the master key (key 0) session; key 0 last, since changing it ends that session.
     for n in list(range(1, num_keys)) + [0]:
         label = labels[n]
-        if label in b.ledger.active:
+        if not b.wants_change(label):
             b.plan.gets[label] = b.ledger.active[label].ref
             continue
         in_app(0)

@@ -161,7 +161,7 @@ class StationDouble:
 def station(acme):
     from cards.models import Station
 
-    double = StationDouble(code=f"line4-{os.getpid()}")
+    double = StationDouble(code=f"line4-{os.getpid()}-{secrets.token_hex(3)}")
     double.model = Station.objects.create(tenant=acme, code=double.code, line="line-4", status="approved",
                                           hpke_public_key=double.hpke_public_hex,
                                           sign_public_key=double.sign_public_hex)
@@ -170,7 +170,7 @@ def station(acme):
 
 @pytest.fixture
 def sent(monkeypatch):
-    """Envelopes the CMS dispatches, captured instead of going through the broker (see test_redis for that)."""
+    """Envelopes the CMS dispatches, captured here instead of the broker (test_redis covers the broker)."""
     from cards.services import jobs
 
     out: list[tuple[str, dict]] = []
