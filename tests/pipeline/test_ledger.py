@@ -39,7 +39,8 @@ def test_refused_authentication_quarantines_the_card_until_a_person_releases_it(
     envelope = cms.last_envelope()
     error = {"step": 1, "op": "desfire.authenticate", "apdu": "90AA000001", "sw": "91AE",
              "kind": "AuthenticationRejectedError", "message": "authenticate: card answered SW 91AE"}
-    outcome = cms.result(station.result(envelope, state="failed", upto=1, statuses={1: "failed"}, error=error))
+    outcome = cms.result(station.result(envelope, state="failed", upto=1, statuses={1: "failed"},
+                                        error=error))
     assert outcome["quarantined"] is True
     card = Card.objects.get(uid=DESFIRE_UID)
     assert card.state == "quarantined"
@@ -98,7 +99,8 @@ def test_card_removed_mid_change_key_is_probed_then_resumed_from_the_first_step_
         {"op": "desfire.get_key_version", "key_no": 1, "label": "probe.app.F0A001.1"}]
     assert probe["sealed_keys"]  # an empty key map is still sealed
     # the card answers with the pending version's number: it took the new key
-    outcome = cms.result(station.result(probe, observed={1: {"key_version": versions["app.F0A001.1"].number}}))
+    number = versions["app.F0A001.1"].number
+    outcome = cms.result(station.result(probe, observed={1: {"key_version": number}}))
     assert outcome["next_job"]
     versions = _versions(card)
     assert versions["app.F0A001.1"].state == "active"

@@ -54,7 +54,8 @@ def test_report_with_a_forged_signature_is_refused_and_makes_no_card(cms, statio
     assert _refusals("station.report_refused")[-1].details["reason"] == "signature"
 
 
-def test_report_of_an_unapproved_or_unknown_station_is_refused(cms, station, desfire_profile, order_for, sent):
+def test_report_of_an_unapproved_or_unknown_station_is_refused(cms, station, desfire_profile, order_for,
+                                                                sent):
     order_for(desfire_profile)
     Station.objects.filter(pk=station.model.pk).update(status="enrolled")
     assert cms.report(station.report("card_presented", uid=DESFIRE_UID))["reason"] == "station"
@@ -108,7 +109,8 @@ def test_card_of_another_tenant_is_refused(cms, station, globex, desfire_profile
 
 # --- the envelope as the agent sees it -------------------------------------------------------------------
 
-def test_envelope_is_signed_by_vault_transit_and_bound_to_station_job_and_expiry(station, dispatched, other_station):
+def test_envelope_is_signed_by_vault_transit_and_bound_to_station_job_and_expiry(station, dispatched,
+                                                                                 other_station):
     envelope = dispatched
     assert envelope["expires_at"] - envelope["issued_at"] == 30
     protocol.check_envelope(envelope, station=station.code, cms_public_key=cms_public_key())
