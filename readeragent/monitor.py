@@ -1,0 +1,178 @@
+"""The card monitor: watches one PC/SC reader and reports cards presented and removed, plus heartbeats.
+
+Presence comes from SCardGetStatusChange (pcscd tells us, no polling connection). On each card
+presented the monitor connects once, reads the UID with the reader's GET DATA `FF CA 00 00 00`
+(answered by the reader, or by the virtual card behind vpcd), and reports UID, ATR and reader name
+as a signed `cms.station_report` (jobproto.md). The CMS answers with a job on `station.<code>`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from . import protocol
+from .identity import Identity
+
+log = logging.getLogger(__name__)
+
+GET_UID = [0xFF, 0xCA, 0x00, 0x00, 0x00]
+
+
+class ReaderError(RuntimeError):
+    """No such reader, or pcscd is not there."""
+
+
+def list_readers() -> list[str]:
+    from smartcard.System import readers
+
+    try:
+        return [str(r) for r in readers()]
+    except Exception as exc:  # pyscard raises its own types (and versions differ) when pcscd is down
+        raise ReaderError(f"pcscd is not reachable ({exc}); is it running?") from None
+
+
+def pick_reader(wanted: str | None) -> str:
+    """The reader named `wanted` (exact, else the only one containing it), or the first reader."""
+    names = list_readers()
+    if not names:
+        raise ReaderError("no PC/SC reader found")
+    if not wanted:
+        return names[0]
+    if wanted in names:
+        return wanted
+    matches = [n for n in names if wanted.lower() in n.lower()]
+    if len(matches) != 1:
+        raise ReaderError(f"reader {wanted!r} matches {matches or 'nothing'}; readers: {names}")
+    return matches[0]
+
+
+def connect(reader_name: str):
+    """A pyscard connection to the card in `reader_name` (raises ReaderError when there is none)."""
+    from smartcard.Exceptions import CardConnectionException, NoCardException
+    from smartcard.System import readers
+
+    for reader in readers():
+        if str(reader) == reader_name:
+            connection = reader.createConnection()
+            try:
+                connection.connect()
+            except (NoCardException, CardConnectionException) as exc:
+                raise ReaderError(f"no card in {reader_name}: {exc.__class__.__name__}") from None
+            return connection
+    raise ReaderError(f"reader {reader_name!r} is gone")
+
+
+def read_uid(connection) -> str | None:
+    """The UID the reader reports (GET DATA FF CA), hex upper; None if the reader does not answer it."""
+    from smartcard.Exceptions import CardConnectionException
+
+    try:
+        data, sw1, sw2 = connection.transmit(list(GET_UID))
+    except CardConnectionException:
+        return None
+    if (sw1, sw2) != (0x90, 0x00) or not data:
+        return None
+    return bytes(data).hex().upper()
+
+
+def make_report(identity: Identity, kind: str, reader: str, *, uid: str | None = None,
+                atr: str | None = None) -> dict:
+    report = {"v": 1, "type": kind, "station": identity.station, "reader": reader, "at": int(time.time()),
+              "nonce": os.urandom(12).hex()}
+    if kind == "card_presented":
+        report.update(uid=uid, atr=atr)
+    return protocol.sign_with(report, identity.sign_private_key)
+
+
+class CardMonitor(threading.Thread):
+    """Watches `reader`; calls `send(task_name, report)` for each event; keeps `status` current.
+
+    `card_lock` is shared with the job runner so the UID read never interleaves with a job's APDUs.
+    """
+
+    def __init__(self, identity: Identity, reader: str, send: Callable[[str, dict], None], *,
+                 card_lock: threading.Lock, heartbeat_s: float = 30.0, poll_ms: int = 500) -> None:
+        super().__init__(name="card-monitor", daemon=True)
+        self.identity = identity
+        self.reader = reader
+        self.send = send
+        self.card_lock = card_lock
+        self.heartbeat_s = heartbeat_s
+        self.poll_ms = poll_ms
+        self.stopping = threading.Event()
+        self.status: dict = {"card": None, "atr": None, "present": False, "reports": 0, "errors": 0}
+        self.on_change: Callable[[], None] | None = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _report(self, kind: str, **fields) -> None:
+        try:
+            self.send("cms.station_report", make_report(self.identity, kind, self.reader, **fields))
+            self.status["reports"] += 1
+        except Exception as exc:  # the broker may be down: keep watching, say so on the status line
+            self.status["errors"] += 1
+            log.warning("could not send %s report: %s", kind, exc.__class__.__name__)
+
+    def _presented(self, atr: bytes) -> None:
+        uid = None
+        with self.card_lock:
+            try:
+                connection = connect(self.reader)
+            except ReaderError:
+                return
+            try:
+                uid = read_uid(connection)
+            finally:
+                try:
+                    connection.disconnect()
+                except Exception:  # noqa: S110 - the card may be gone already
+                    pass
+        self.status.update(present=True, card=uid, atr=atr.hex().upper())
+        if uid is None:
+            log.warning("card in %s did not answer GET DATA FF CA: not reported", self.reader)
+            return
+        self._report("card_presented", uid=uid, atr=atr.hex().upper())
+
+    def _removed(self) -> None:
+        self.status.update(present=False, card=None, atr=None)
+        self._report("card_removed")
+
+    def run(self) -> None:  # pragma: no cover - exercised through pcscd in tests/e2e
+        from smartcard import scard
+
+        hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+        if hresult != scard.SCARD_S_SUCCESS:
+            log.error("pcscd is not reachable: %s", scard.SCardGetErrorMessage(hresult))
+            return
+        state = scard.SCARD_STATE_UNAWARE
+        present = False
+        last_heartbeat = 0.0
+        try:
+            while not self.stopping.is_set():
+                if time.monotonic() - last_heartbeat >= self.heartbeat_s:
+                    self._report("heartbeat")
+                    last_heartbeat = time.monotonic()
+                hresult, states = scard.SCardGetStatusChange(context, self.poll_ms, [(self.reader, state)])
+                if hresult == scard.SCARD_E_TIMEOUT:
+                    continue
+                if hresult != scard.SCARD_S_SUCCESS:
+                    log.warning("reader %s: %s", self.reader, scard.SCardGetErrorMessage(hresult))
+                    self.stopping.wait(1.0)
+                    state = scard.SCARD_STATE_UNAWARE
+                    continue
+                _, event, atr = states[0]
+                state = event & ~scard.SCARD_STATE_CHANGED
+                now_present = bool(event & scard.SCARD_STATE_PRESENT) and not event & scard.SCARD_STATE_MUTE
+                if now_present and not present:
+                    self._presented(bytes(atr))
+                elif present and not now_present:
+                    self._removed()
+                present = now_present
+                if self.on_change is not None:
+                    self.on_change()
+        finally:
+            scard.SCardReleaseContext(context)
