@@ -106,3 +106,22 @@ def test_compose_secrets_are_files_and_exist_in_the_list():
     for name, service in compose["services"].items():
         for secret in service.get("secrets", []):
             assert secret in declared, f"{name} uses undeclared secret {secret}"
+
+
+def test_compose_roles_start_only_after_migrations():
+    services = _compose()["services"]
+    for name in CMS_SERVICES:
+        if name != "migrate":
+            after = services[name]["depends_on"]["migrate"]
+            assert after == {"condition": "service_completed_successfully"}, name
+    assert services["migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+
+def test_compose_environment_names_only_settings_the_cms_reads():
+    import re
+
+    read = set(re.findall(r'\benv(?:bool|int|list|secret)?\("([A-Z][A-Z0-9_]+)"',
+                          (ROOT / "cms/settings.py").read_text()))
+    for name in CMS_SERVICES:
+        for variable in _compose()["services"][name]["environment"]:
+            assert variable.removesuffix("_FILE") in read, f"{name}: {variable} is not a CMS setting"
