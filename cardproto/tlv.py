@@ -21,10 +21,11 @@ class Tlv:
         first = self.tag.to_bytes(max(1, (self.tag.bit_length() + 7) // 8), "big")[0]
         return bool(first & 0x20)
 
-    def children(self) -> list[Tlv]:
+    def children(self, *, command: str = "") -> list[Tlv]:
+        """The nested objects; `command` names the card command in any error (property tests)."""
         if not self.constructed:
-            raise MalformedResponseError(f"tag {self.tag:X} is primitive, it has no children")
-        return parse(self.value)
+            raise _bad(f"tag {self.tag:X} is primitive, it has no children", command)
+        return parse(self.value, command=command)
 
     def to_bytes(self) -> bytes:
         return encode(self.tag, self.value)

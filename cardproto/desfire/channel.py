@@ -43,9 +43,19 @@ DEFAULT_FRAME_SIZE = 55
 MAX_RESPONSE_FRAMES = 512
 
 
+# Names as the data sheets spell them where capitalising the enum name would not.
+_DATASHEET_NAMES = {
+    0x0A: "Authenticate", 0x1A: "AuthenticateISO", 0xAA: "AuthenticateAES", 0x71: "AuthenticateEV2First",
+    0x77: "AuthenticateEV2NonFirst", 0x51: "GetCardUID", 0xFC: "FormatPICC", 0x6A: "GetApplicationIDs",
+    0x6F: "GetFileIDs",
+}
+
+
 def command_name(code: int) -> str:
     from .constants import Cmd
 
+    if code in _DATASHEET_NAMES:
+        return "DESFire " + _DATASHEET_NAMES[code]
     try:
         return "DESFire " + "".join(part.capitalize() for part in Cmd(code).name.split("_"))
     except ValueError:

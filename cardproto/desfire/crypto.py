@@ -33,7 +33,8 @@ def pad_iso(data: bytes, block: int) -> bytes:
 def unpad_iso(data: bytes) -> bytes | None:
     """Strip ISO 9797-1 method 2 padding; None when the padding is not valid."""
     stripped = bytes(data).rstrip(b"\x00")
-    if not stripped or stripped[-1] != 0x80:
+    # Method 2 adds 0x80 and at most block-1 zeros: a longer run of zeros is not padding.
+    if not stripped or stripped[-1] != 0x80 or len(data) - len(stripped) > 15:
         return None
     return stripped[:-1]
 

@@ -74,7 +74,7 @@ def parse_key_information(data: bytes) -> list[KeyInfo]:
     command = "GET DATA key information"
     items = tlv.parse(data, command=command)
     template = tlv.find(items, 0xE0)
-    entries = template.children() if template is not None else items
+    entries = template.children(command=command) if template is not None else items
     keys: list[KeyInfo] = []
     for entry in entries:
         if entry.tag != 0xC0:
@@ -120,7 +120,7 @@ def parse_status_entries(data: bytes) -> list[RegistryEntry]:
         if entry.tag != 0xE3:
             raise MalformedResponseError(f"{command}: expected E3 entries, got tag {entry.tag:X}",
                                          command=command)
-        fields = entry.children()
+        fields = entry.children(command=command)
         aid = tlv.require(fields, 0x4F, command=command).value
         life = tlv.require(fields, 0x9F70, command=command).value
         if len(life) < 1:

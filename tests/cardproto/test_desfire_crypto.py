@@ -118,5 +118,12 @@ def test_iso_padding_round_trips(data):
     assert unpad_iso(padded) == data
 
 
+def test_iso_unpadding_refuses_what_method_2_cannot_produce():
+    # ISO/IEC 9797-1 method 2 appends 0x80 and 0..block-1 zeros: no 0x80, or 16+ zeros, is not padding.
+    assert unpad_iso(b"\x01" + bytes(15)) is None
+    assert unpad_iso(b"\x80" + bytes(31)) is None
+    assert unpad_iso(b"\x01\x80" + bytes(14)) == b"\x01"
+
+
 def test_block_cipher_repr_hides_key():
     assert "00" not in repr(BlockCipher(bytes(16)))
