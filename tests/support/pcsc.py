@@ -37,14 +37,34 @@ STATE_FILE = TMP / "cms-pcscd.json"
 LOG_FILE = TMP / "cms-pcscd.log"
 OWN_CONF_DIR = TMP / "cms-pcscd-reader.conf.d"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
-SYSTEM_VPCD_CONF = Path("/etc/reader.conf.d/vpcd")
 READER_PREFIX = "Virtual PCD"
 SETUP_HINT = "run bin/setup (it installs pcscd, vsmartcard-vpcd, libpcsclite-dev and swig)"
-VPCD_CONF = f"""FRIENDLYNAME "{READER_PREFIX}"
-DEVICENAME   /dev/null:0x{VPCD_PORT:04X}
-LIBPATH      {VPCD_DRIVER}
-CHANNELID    0x{VPCD_PORT:04X}
-"""
+# Our own pcscd gets four vpcd devices of two slots each: ports 35963..35970 (reader N on 35963 + N),
+# so several test sessions on this machine rarely wait for a free reader.
+OWN_DEVICES = 4
+SLOTS_PER_DEVICE = 2  # what libifdvpcd opens per reader.conf entry (seen on these machines)
+
+
+def _device_name(device: int) -> str:
+    # Distinct names: pcscd gives equal FRIENDLYNAMEs the same reader names.
+    return READER_PREFIX if device == 0 else f"{READER_PREFIX} {chr(ord('A') + device)}"
+
+
+def own_reader_conf() -> tuple[str, dict[int, str]]:
+    """reader.conf text for OWN_DEVICES vpcd devices, and the reader name of each port."""
+    entries, names = [], {}
+    for device in range(OWN_DEVICES):
+        channel = VPCD_PORT + device * SLOTS_PER_DEVICE
+        entries.append(f'FRIENDLYNAME "{_device_name(device)}"\nDEVICENAME   /dev/null:0x{channel:04X}\n'
+                       f"LIBPATH      {VPCD_DRIVER}\nCHANNELID    0x{channel:04X}\n")
+        for slot in range(SLOTS_PER_DEVICE):
+            names[channel + slot] = f"{_device_name(device)} 00 {slot:02X}"
+    return "\n".join(entries), names
+
+
+def default_reader_names() -> dict[int, str]:
+    """The reader names of the packaged /etc/reader.conf.d/vpcd (one device, two slots)."""
+    return {VPCD_PORT + slot: f"{READER_PREFIX} 00 {slot:02X}" for slot in range(SLOTS_PER_DEVICE)}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the group marks
@@ -110,11 +130,9 @@ def _start_pcscd() -> int:
         pytest.fail(f"pcscd is not installed: {SETUP_HINT}")
     if not VPCD_DRIVER.exists():
         pytest.fail(f"the vpcd driver ({VPCD_DRIVER}) is not installed: {SETUP_HINT}")
-    command = ["pcscd", "--foreground"]
-    if not SYSTEM_VPCD_CONF.exists():
-        OWN_CONF_DIR.mkdir(exist_ok=True)
-        (OWN_CONF_DIR / "vpcd").write_text(VPCD_CONF)
-        command += ["--config", str(OWN_CONF_DIR)]
+    OWN_CONF_DIR.mkdir(exist_ok=True)
+    (OWN_CONF_DIR / "vpcd").write_text(own_reader_conf()[0])
+    command = ["pcscd", "--foreground", "--config", str(OWN_CONF_DIR)]
     if os.geteuid() != 0:
         command = ["sudo", "-n", *command]
     with open(LOG_FILE, "ab") as log:
@@ -139,22 +157,28 @@ def _stop_pcscd(pid: int) -> None:
 
 @dataclass
 class Pcscd:
-    """The pcscd the tests use. `pid` is set only when these fixtures started it."""
+    """The pcscd the tests use. `pid` is set only when these fixtures started it.
+
+    `names` maps each vpcd port to its reader name (reader N listens on base_port + N).
+    """
 
     pid: int | None
-    readers: list[str]
+    names: dict[int, str]
     base_port: int = VPCD_PORT
 
-    def reader_name(self, port: int) -> str:
-        """vpcd names slot N (port base + N) "Virtual PCD 00 0N"."""
-        name = f"{READER_PREFIX} 00 {port - self.base_port:02X}"
-        if name not in self.readers:
-            pytest.fail(f"pcscd offers no reader {name!r} for vpcd port {port} (readers: {self.readers})")
-        return name
+    @property
+    def readers(self) -> list[str]:
+        return list(self.names.values())
 
     @property
     def ports(self) -> list[int]:
-        return [self.base_port + int(name.rsplit(" ", 1)[1], 16) for name in self.readers]
+        return sorted(self.names)
+
+    def reader_name(self, port: int) -> str:
+        try:
+            return self.names[port]
+        except KeyError:
+            pytest.fail(f"pcscd offers no vpcd reader on port {port} (readers: {self.names})")
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +194,7 @@ def pcscd() -> Iterator[Pcscd]:
         state["users"].append(me)
         _write_state(state)
         owned = state.get("pid")
+    expected = own_reader_conf()[1] if owned else default_reader_names()
     try:
         deadline = time.monotonic() + 15
         names = virtual_readers()
@@ -183,7 +208,10 @@ def pcscd() -> Iterator[Pcscd]:
                 + (f"(pcscd pid {running} runs without the vpcd driver?) " if running else
                    f"(pcscd did not start; see {LOG_FILE}) ")
                 + f"-- {SETUP_HINT}")
-        yield Pcscd(pid=owned, readers=sorted(names))
+        offered = {port: name for port, name in expected.items() if name in names}
+        if not offered:
+            pytest.fail(f"pcscd offers readers {names}, none named as expected ({list(expected.values())})")
+        yield Pcscd(pid=owned, names=offered)
     finally:
         with _machine_lock():
             state = _read_state()
