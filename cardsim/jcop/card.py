@@ -281,9 +281,13 @@ class JCOP4Card(VirtualCard):
             self.selected = self.isd_aid
             return commands.isd_fci(self), 0x9000
         app = self.apps.get(aid)
-        if (app is None or app.life_cycle & 0x80 or app.life_cycle & 0x07 != 0x07
-                or self.life_cycle in (CARD_LOCKED, TERMINATED)):
+        if app is None or app.life_cycle & 0x80 or app.life_cycle & 0x07 != 0x07:
             raise CardStatus(0x6A82, "no selectable application with this AID")
+        # GP 2.3 5.1.1.4: a CARD_LOCKED card only lets the application with the Final Application
+        # privilege (byte 1, b2) be selected; a TERMINATED card none at all
+        final_application = bool(app.privileges[0] & 0x02)
+        if self.life_cycle == TERMINATED or (self.life_cycle == CARD_LOCKED and not final_application):
+            raise CardStatus(0x6A82, "card locked: application not selectable")
         self.selected = aid
         return b"", 0x9000
 

@@ -151,6 +151,9 @@ def test_a_locked_card_refuses_everything_but_select_get_data_and_the_unlock_pat
     channel = open03(card)
     content.install_for_load(channel, PACKAGE_AID)
     content.load(channel, _cap())
+    final_aid = APPLET_AID + b"\xff"
+    content.install_for_install(channel, PACKAGE_AID, APPLET_AID, APPLET_AID)
+    content.install_for_install(channel, PACKAGE_AID, APPLET_AID, final_aid, privileges=b"\x02")
     gp.lock_card(channel)
     for step in (lambda: gp.get_status(channel),
                  lambda: gp.put_key(channel, StaticKeys(*PYSIM_KEYS, kvn=0x31)),
@@ -162,6 +165,7 @@ def test_a_locked_card_refuses_everything_but_select_get_data_and_the_unlock_pat
     gp.select(card, gp.ISD_AID)
     assert gp.cplc(card).ic_fabricator == h("4790")
     assert card.transmit(b"\x00\xa4\x04\x00" + bytes((len(APPLET_AID),)) + APPLET_AID) == h("6A82")
+    assert card.transmit(b"\x00\xa4\x04\x00" + bytes((len(final_aid),)) + final_aid) == h("9000")
     channel = open03(card)  # authentication still works: it is the unlock path
     gp.secure_card(channel)
     assert card.life_cycle == 0x0F

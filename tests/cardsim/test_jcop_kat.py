@@ -155,6 +155,15 @@ def test_card_reproduces_pysim_scp02_trace():
     assert card.scp02_sequence_counter == 2  # moved on after the successful EXTERNAL AUTHENTICATE
 
 
+def test_card_reproduces_a_jcop_tools_scp02_initialize_update():
+    # JCOP Tools trace posted in "External Authenticate outside Java" (java-index.com forum archive,
+    # consumer-commerce-5136668): default keys 40..4F at KVN FF, sequence counter 0003
+    card = JCOP4Card(kdd=h("00006251007139910372"), scp03_keys=None, scp02_keys=GP_KEY, scp02_kvn=0xFF,
+                     scp02_sequence_counter=3, rng=_fixed(h("AD669A479C52")))
+    answer = card.transmit(h("80500000085409F03DB343DDF800"))
+    assert answer == h("00006251007139910372" "FF02" "0003" "AD669A479C52" "6410304679AC3323" "9000")
+
+
 def test_tampered_pysim_scp02_cmac_is_refused_and_ends_the_session():
     card = JCOP4Card(kdd=bytes(10), scp03_keys=None, scp02_keys=PYSIM_SCP02_KEYS, scp02_kvn=0x70,
                      scp02_sequence_counter=1, rng=_fixed(h("6B4524ABEE7C")))
