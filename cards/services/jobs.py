@@ -336,10 +336,15 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
         if card.jobs.filter(state__in=OPEN_JOB_STATES).exists():
             raise Refused("busy", "the card already has a job in progress")
     order = _match_order(station, uid, card)
-    if order is None:
+    if order is not None:
+        order = Order.objects.select_for_update().select_related("profile").get(pk=order.pk)
+        profile = order.profile
+    elif card is not None and card.profile_id is not None:
+        # No order, but a card we provisioned: it gets what its ledger still owes it (a probe, a
+        # rotation's pending keys), or nothing.
+        profile = card.profile
+    else:
         raise Refused("no_order", "no open order for this card at this station")
-    order = Order.objects.select_for_update().select_related("profile").get(pk=order.pk)
-    profile = order.profile
     if card is None:
         card = Card(tenant_id=station.tenant_id, uid=uid, chip_type=_chip_type(chip_hint, None, order),
                     atr=atr[:66], profile=profile)
@@ -348,7 +353,7 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
         _station_event("card.registered", station, card_uid=uid,
                        details={"chip_type": card.chip_type, "order": order.pk})
     if not profile.accepts_chip(card.chip_type):
-        raise Refused("profile", f"order {order.pk}'s profile is for {profile.chip_family} cards, "
+        raise Refused("profile", f"profile {profile} is for {profile.chip_family} cards, "
                                  f"not {card.chip_type}")
     _ensure_layout(card, profile.spec)
     try:
@@ -378,7 +383,7 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
     if card.state == CardState.NEW:
         card.state = CardState.PROVISIONING
     card.save()
-    if order.state == OrderState.OPEN:
+    if order is not None and order.state == OrderState.OPEN:
         order.state = OrderState.IN_PROGRESS
         order.save(update_fields=["state", "updated_at"])
     if resumes is None:
@@ -389,7 +394,8 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
                              script=plan.script, script_digest=protocol.script_digest(plan.script),
                              script_version=protocol.SCRIPT_VERSION, presentation_key=presentation_key)
     _station_event("job.created", station, job_id=str(job.id), card_uid=uid,
-                   details={"order": order.pk, "profile": str(profile), "probe": plan.probe,
+                   details={"order": order.pk if order else None, "profile": str(profile),
+                            "probe": plan.probe,
                             "steps": len(plan.steps), "refs": plan.refs,
                             "resumes": str(resumes.id) if resumes else ""})
     envelope = _seal_and_sign(job, card, station, plan)
