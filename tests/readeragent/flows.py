@@ -52,3 +52,45 @@ def make_desfire_card(**kw):
     from cardsim.desfire import DESFireCard
 
     return DESFireCard(kw.pop("flavour", "ev2"), uid=bytes.fromhex(DESFIRE_UID), picc_key_type="des", **kw)
+
+
+# --- seed 002: JCOP 4 end-of-line -------------------------------------------------------------------
+
+ISD_AID = "A000000151000000"
+GP_TEST_KEY = bytes(range(0x40, 0x50))  # GP default test key 40..4F (seed 002, GlobalPlatformPro)
+STORE_DATA = "5F2003414243"  # a small tenant payload
+
+
+def jcop_keys(scp: str = "scp03") -> dict[str, bytes]:
+    return {"mkv-7-static": GP_TEST_KEY, "kv-11": os.urandom(16), "kv-12": os.urandom(16),
+            "kv-13": os.urandom(16)}
+
+
+def jcop_steps(scp: str = "scp03") -> list[dict]:
+    open_op, kvn, level, new_kvn = ("gp.open_scp03", 0x30, 0x33, 0x31) if scp == "scp03" else \
+        ("gp.open_scp02", 0x20, 0x03, 0x21)
+    transport = {"enc": "mkv-7-static", "mac": "mkv-7-static", "dek": "mkv-7-static"}
+    new = {"enc": "kv-11", "mac": "kv-12", "dek": "kv-13"}
+    return [
+        {"op": "select", "aid": ISD_AID},
+        {"op": open_op, "keys": transport, "kvn": kvn, "security_level": level},
+        {"op": "gp.put_key", "keys": new, "kvn": new_kvn, "replace_kvn": kvn, "label": "isd.put_key",
+         "confirms": {"key_versions": [11, 12, 13]}},
+        {"op": "select", "aid": ISD_AID},
+        {"op": open_op, "keys": new, "kvn": new_kvn, "security_level": level},
+        {"op": "gp.store_data", "dgi": "0101", "data_hex": STORE_DATA, "redact": True,
+         "label": "store_data.0"},
+        # GP 2.3 5.1.1: CARD_LOCKED is reached from SECURED only (the card answers 6985 from OP_READY)
+        {"op": "gp.set_status", "scope": "isd", "state": 0x0F, "label": "secure"},
+        {"op": "gp.lock_card", "label": "lock"},
+    ]
+
+
+def make_jcop_card(**kw):
+    from cardsim.jcop import JCOP4Card
+
+    return JCOP4Card(seed=kw.pop("seed", 4), **kw)
+
+
+def jcop_uid(card) -> str:
+    return card.identity.uid.hex().upper()
