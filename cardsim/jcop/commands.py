@@ -430,7 +430,12 @@ CARD_TRANSITIONS = {
 
 
 def is_unlock_or_terminate(command: Command) -> bool:
-    """What a CARD_LOCKED card still accepts from its ISD besides GET DATA (GP 2.3 5.1.1.4)."""
+    """What a CARD_LOCKED card still accepts from its ISD besides GET DATA (GP 2.3 5.1.1.4).
+
+    A locked card changes no keys and loads or installs nothing (as also summarised in the
+    accepted answer to stackoverflow.com/q/24000608); its ISD can only move it back to SECURED
+    or on to TERMINATED, after authenticating.
+    """
     return command.ins == 0xF0 and command.p1 == 0x80 and command.p2 in (SECURED, TERMINATED)
 
 
