@@ -10,3 +10,4 @@ class CmsConfig(AppConfig):
         from cms import logging as cms_logging
 
         cms_logging.configure()
+        from cms.web import signals  # noqa: F401 - audits sign-in lockouts

@@ -45,6 +45,8 @@ def test_lockout_after_the_failure_limit_even_with_the_right_password(alice_pw):
     assert response.status_code == 429
     assert b"Account locked" in response.content
     assert "_auth_user_id" not in client.session
+    locked = AuditEvent.objects.filter(action="auth.locked_out").order_by("sequence").first()
+    assert (locked.actor_name, locked.result) == ("alice", "failure")
 
 
 def test_session_is_an_idle_timeout():
