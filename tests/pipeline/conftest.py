@@ -214,3 +214,19 @@ def cms(django_capture_on_commit_callbacks, sent):
             return sent[-1][1]
 
     return Cms()
+
+
+@pytest.fixture
+def vault_calls(monkeypatch):
+    """Every Vault API request the code makes (method, path); the requests still go to OpenBao."""
+    from cms import vault as cms_vault
+
+    calls: list[tuple[str, str]] = []
+    real = cms_vault.call
+
+    def recording(method, path, body=None, *, what):
+        calls.append((method, path))
+        return real(method, path, body, what=what)
+
+    monkeypatch.setattr(cms_vault, "call", recording)
+    return calls
