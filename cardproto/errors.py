@@ -7,6 +7,9 @@ redacted data reach the message.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class CardError(Exception):
     """Base of every card protocol error."""
@@ -34,6 +37,17 @@ class CardError(Exception):
             "meaning": describe(self.sw).meaning if self.sw is not None else None,
             "message": str(self),
         }
+
+
+@contextmanager
+def answered_with(sw: int) -> Iterator[None]:
+    """Parsing a card's answer: a CardError raised inside gets the answer's status word if it has none."""
+    try:
+        yield
+    except CardError as exc:
+        if exc.sw is None:
+            exc.sw = sw
+        raise
 
 
 class StatusWordError(CardError):

@@ -12,7 +12,7 @@ from enum import IntEnum
 from .. import tlv
 from ..apdu import CommandAPDU, ResponseAPDU
 from ..crypto import equal, kcv_aes, kcv_des3
-from ..errors import KcvMismatchError, MalformedResponseError, ProtocolUsageError
+from ..errors import KcvMismatchError, MalformedResponseError, ProtocolUsageError, answered_with
 from ..keys import KeyType, StaticKeys
 from .channel import as_channel
 from .data import Cplc, KeyInfo, RegistryEntry, parse_cplc, parse_key_information, parse_status_entries
@@ -65,12 +65,16 @@ def get_data(transport_or_channel, tag: int, *, cla: int = CLA_GP) -> bytes:
 
 
 def cplc(transport_or_channel) -> Cplc:
-    return parse_cplc(get_data(transport_or_channel, TAG_CPLC))
+    raw = get_data(transport_or_channel, TAG_CPLC)
+    with answered_with(0x9000):
+        return parse_cplc(raw)
 
 
 def key_information(transport_or_channel) -> list[KeyInfo]:
     """Key Information Template: which key ids and KVNs the card holds (the safe probe)."""
-    return parse_key_information(get_data(transport_or_channel, TAG_KEY_INFORMATION))
+    raw = get_data(transport_or_channel, TAG_KEY_INFORMATION)
+    with answered_with(0x9000):
+        return parse_key_information(raw)
 
 
 def get_status(transport_or_channel, scope: StatusScope = StatusScope.APPLICATIONS,
@@ -82,7 +86,8 @@ def get_status(transport_or_channel, scope: StatusScope = StatusScope.APPLICATIO
     for _ in range(max_rounds):
         apdu = CommandAPDU(CLA_GP, 0xF2, int(scope), p2, tlv.encode(0x4F, bytes(aid_filter)), le=0)
         response = channel.send(apdu, command="GET STATUS", expected=(0x9000, 0x6310))
-        entries += parse_status_entries(response.data)
+        with answered_with(response.sw):
+            entries += parse_status_entries(response.data)
         if response.sw == 0x9000:
             return entries
         p2 = 0x03

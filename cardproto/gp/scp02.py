@@ -25,6 +25,7 @@ from ..errors import (
     MalformedResponseError,
     ProtocolUsageError,
     ShortResponseError,
+    answered_with,
 )
 from ..kdf import scp02_session_key
 from ..keys import KeyType, StaticKeys
@@ -122,7 +123,24 @@ def open_channel(transport, keys: StaticKeys, security_level: int = C_MAC,
     if len(host_challenge) != 8:
         raise ProtocolUsageError("SCP02 needs an 8-byte host challenge")
     apdu = CommandAPDU(0x80, 0x50, keys.kvn, 0x00, bytes(host_challenge), le=0)
-    data = exchange(transport, apdu, command="INITIALIZE UPDATE", retry_wrong_le=False).data
+    response = exchange(transport, apdu, command="INITIALIZE UPDATE", retry_wrong_le=False)
+    with answered_with(response.sw):
+        channel, host_cg = _verify_card(transport, keys, security_level, host_challenge, response.data,
+                                        i_param)
+    # EXTERNAL AUTHENTICATE is MACed with a zero ICV and never encrypted
+    header = bytes((0x84, 0x82, security_level, 0x00, 0x10))
+    mac = channel._mac(header, host_cg)
+    raw = header + host_cg + mac
+    answer = ResponseAPDU.parse(transport.transmit(raw), command="EXTERNAL AUTHENTICATE")
+    if answer.sw != 0x9000:
+        channel.close()
+        raise AuthenticationRejectedError(command="EXTERNAL AUTHENTICATE", sw=answer.sw, apdu=raw[:5])
+    return channel
+
+
+def _verify_card(transport, keys: StaticKeys, security_level: int, host_challenge: bytes, data: bytes,
+                 i_param: int) -> tuple[Scp02Channel, bytes]:
+    """Check the INITIALIZE UPDATE answer and the card cryptogram; the channel and host cryptogram."""
     if len(data) != 28:
         raise ShortResponseError(f"INITIALIZE UPDATE: {len(data)}-byte response, SCP02 needs 28",
                                  command="INITIALIZE UPDATE")
@@ -147,12 +165,4 @@ def open_channel(transport, keys: StaticKeys, security_level: int = C_MAC,
     finally:
         for key in (s_enc, s_mac, s_dek):
             key[:] = bytes(len(key))
-    # EXTERNAL AUTHENTICATE is MACed with a zero ICV and never encrypted
-    header = bytes((0x84, 0x82, security_level, 0x00, 0x10))
-    mac = channel._mac(header, host_cg)
-    raw = header + host_cg + mac
-    answer = ResponseAPDU.parse(transport.transmit(raw), command="EXTERNAL AUTHENTICATE")
-    if answer.sw != 0x9000:
-        channel.close()
-        raise AuthenticationRejectedError(command="EXTERNAL AUTHENTICATE", sw=answer.sw, apdu=raw[:5])
-    return channel
+    return channel, host_cg

@@ -19,6 +19,7 @@ from ..errors import (
     MalformedResponseError,
     ProtocolUsageError,
     ShortResponseError,
+    answered_with,
 )
 from ..kdf import scp03_kdf
 from ..keys import KeyType, StaticKeys
@@ -168,7 +169,8 @@ class Scp03Channel(SecureChannelBase):
             if len(body) % 16:
                 raise MalformedResponseError(f"{command}: encrypted response not a multiple of 16 bytes",
                                              command=command, sw=response.sw)
-            body = unpad80(aes_cbc_decrypt(self._s_enc, body, self._response_icv()), command=command)
+            with answered_with(response.sw):
+                body = unpad80(aes_cbc_decrypt(self._s_enc, body, self._response_icv()), command=command)
         return ResponseAPDU(body, response.sw)
 
     def encrypt_key(self, key: bytes | bytearray) -> bytes:
@@ -202,7 +204,23 @@ def open_channel(transport, keys: KeySource, security_level: int = 0x33,
     requested_kvn = keys.kvn if isinstance(keys, StaticKeys) else 0
     init_apdu = CommandAPDU(0x80, 0x50, requested_kvn, 0x00, bytes(host_challenge), le=0)
     response = exchange(transport, init_apdu, command="INITIALIZE UPDATE", retry_wrong_le=False)
-    init = InitUpdateResponse.parse(response.data, s16=s16)
+    with answered_with(response.sw):
+        channel, host_cg = _verify_card(transport, keys, security_level, host_challenge, response.data, s16,
+                                        sd_aid)
+    ext_auth = channel._wrap(CommandAPDU(0x80, 0x82, security_level, 0x00, host_cg), encrypt=False)
+    raw = ext_auth.to_bytes()
+    answer = ResponseAPDU.parse(transport.transmit(raw), command="EXTERNAL AUTHENTICATE")
+    if answer.sw != 0x9000:
+        channel.close()
+        raise AuthenticationRejectedError(command="EXTERNAL AUTHENTICATE", sw=answer.sw, apdu=raw[:5])
+    return channel
+
+
+def _verify_card(transport, keys: KeySource, security_level: int, host_challenge: bytes, data: bytes,
+                 s16: bool, sd_aid: bytes | None) -> tuple[Scp03Channel, bytes]:
+    """Check the INITIALIZE UPDATE answer and the card cryptogram; the channel and host cryptogram."""
+    size = 16 if s16 else 8
+    init = InitUpdateResponse.parse(data, s16=s16)
     if bool(init.i & I_S16) != s16:
         raise MalformedResponseError(f"INITIALIZE UPDATE: card i={init.i:02X} disagrees with the "
                                      f"{'S16' if s16 else 'S8'} mode requested", command="INITIALIZE UPDATE")
@@ -231,13 +249,7 @@ def open_channel(transport, keys: KeySource, security_level: int = 0x33,
                                dek=static.dek, init=init)
     finally:
         session.wipe()
-    ext_auth = channel._wrap(CommandAPDU(0x80, 0x82, security_level, 0x00, host_cg), encrypt=False)
-    raw = ext_auth.to_bytes()
-    answer = ResponseAPDU.parse(transport.transmit(raw), command="EXTERNAL AUTHENTICATE")
-    if answer.sw != 0x9000:
-        channel.close()
-        raise AuthenticationRejectedError(command="EXTERNAL AUTHENTICATE", sw=answer.sw, apdu=raw[:5])
-    return channel
+    return channel, host_cg
 
 
 def _check_card_supports(i: int, level: int) -> None:

@@ -31,7 +31,13 @@ from cardproto.crypto import aes_cbc_encrypt, aes_cmac, pad80
 from cardproto.desfire import AccessRights, CommMode, DESFire, KeyType
 from cardproto.desfire.constants import AuthMode
 from cardproto.desfire.crypto import BlockCipher, cmac, crc32, ev2_iv, pad_iso, pad_zero, truncate_mac
-from cardproto.errors import CardError, ProtocolUsageError, ShortResponseError, StatusWordError
+from cardproto.errors import (
+    CardError,
+    CryptogramError,
+    ProtocolUsageError,
+    ShortResponseError,
+    StatusWordError,
+)
 from cardproto.gp import commands, content, data, scp02, scp03
 from cardproto.keys import KeyType as GpKeyType
 from cardproto.keys import StaticKeys
@@ -50,25 +56,33 @@ AUTH_KEY = h("00112233445566778899AABBCCDDEEFF")
 SECRETS = [EV1_AES_KEY, EV1_2K_KEY, EV1_3K_KEY, EV2_ENC, EV2_MAC, AUTH_KEY]
 
 
-def assert_named(exc: BaseException, secrets=SECRETS) -> None:
-    """The contract every failure keeps: a CardError naming command, SW and meaning, and no key bytes."""
+def assert_named(exc: BaseException, secrets=SECRETS, *, answered: bool = True) -> None:
+    """The contract every failure keeps: a CardError naming command, SW and meaning, and no key bytes.
+
+    `answered` False is for parsers called on bare bytes, where no status word exists to carry.
+    """
     assert isinstance(exc, CardError), f"unnamed failure {type(exc).__name__}: {exc}"
     assert exc.command, f"{type(exc).__name__} does not name its command: {exc}"
     summary = exc.as_dict()
     text = (str(exc) + json.dumps(summary)).upper()
     if isinstance(exc, StatusWordError):
         assert exc.sw is not None and exc.meaning and summary["meaning"]
+    # Only an answer too short to hold a status word, or a refusal by the host itself, has no SW.
+    no_sw_possible = isinstance(exc, ProtocolUsageError) or (
+        isinstance(exc, ShortResponseError) and "shorter than SW1 SW2" in str(exc))
+    assert exc.sw is not None or no_sw_possible or not answered, \
+        f"{type(exc).__name__} without the card's SW: {exc}"
     if exc.sw is not None:
         assert summary["sw"] == f"{exc.sw:04X}" and summary["meaning"]
     for secret in secrets:
         assert bytes(secret).hex().upper() not in text, "key bytes in an error"
 
 
-def run(call) -> None:
+def run(call, *, answered: bool = True) -> None:
     try:
         call()
     except Exception as exc:  # noqa: BLE001 - the property is about what escapes
-        assert_named(exc)
+        assert_named(exc, answered=answered)
 
 
 # ===================================================================== DESFire
@@ -591,7 +605,7 @@ PARSERS = [
 @given(raw=card_blobs)
 def test_every_parser_of_card_bytes_raises_only_named_errors(raw):
     for _, parser in PARSERS:
-        run(lambda parser=parser: parser(raw))
+        run(lambda parser=parser: parser(raw), answered=False)
 
 
 @settings(max_examples=300, deadline=None)
@@ -610,3 +624,20 @@ def test_protocol_usage_errors_from_host_misuse_are_named_too():
     with pytest.raises(ProtocolUsageError) as info:
         DESFire(OracleCard([], [])).write_data(40, 0, b"x")
     assert_named(info.value)
+
+
+def test_gp_parse_failures_carry_the_status_word_the_card_answered_with():
+    from cardproto.errors import MalformedResponseError
+
+    with pytest.raises(MalformedResponseError) as info:
+        commands.get_status(RandomTransport([h("E305 4F01AA C500 6310")]))  # E3 entry without 9F70
+    assert info.value.sw == 0x6310 and info.value.as_dict()["meaning"].startswith("Warning: more data")
+    with pytest.raises(MalformedResponseError) as info:
+        commands.cplc(RandomTransport([h("9F7F02 0102 9000")]))
+    assert info.value.sw == 0x9000 and info.value.command == "GET DATA CPLC"
+    damaged = bytearray(PYSIM_INIT_UPDATE)
+    damaged[25] ^= 0x01  # inside the card cryptogram (bytes 21..28)
+    transport = RandomTransport([bytes(damaged)])
+    with pytest.raises(CryptogramError) as info:  # stops before EXTERNAL AUTHENTICATE
+        scp03.open_channel(transport, StaticKeys(*PYSIM_SCP03_KEYS, kvn=0x30), 0x03, PYSIM_HOST_CHALLENGE)
+    assert info.value.sw == 0x9000 and [apdu[1] for apdu in transport.sent] == [0x50]
