@@ -213,3 +213,35 @@ def test_ev2_plain_mode_changes_send_no_mac_and_accept_a_bare_9100(operation):
     sent = card.sent[0]
     assert len(sent) == 5 + sent[4] + 1 and sent[4] in (4, 5, 10)  # header and data only, no MACt
     assert df._channel.session.cmd_ctr == 6 and df.auth_mode == AuthMode.EV2
+
+
+def test_authenticate_ev2_non_first_then_plain_write_and_change_key_an12196_tables_23_to_25():
+    # AN12196 Table 23: AuthenticateEV2NonFirst with key 0 (16 zero bytes) inside session B (TI 7614281A,
+    # CmdCtr 1 after Table 21). The command APDUs, RndA and the resulting session keys are the
+    # published ones (same pylibsdm transcription as above); the card's last answer E(K0, RndA') is
+    # built here with `cryptography`, because pylibsdm marks the published one as probably wrong.
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    rnd_a = h("60BE759EDA560250AC57CDDC11743CF6")
+    encryptor = Cipher(algorithms.AES(bytes(16)), modes.CBC(bytes(16))).encryptor()
+    rnd_a_answer = encryptor.update(rnd_a[1:] + rnd_a[:1]) + encryptor.finalize()
+    card = ScriptedCard([
+        (h("9077000001 00 00"), h("A6A2B3C572D06C097BB8DB70463E22DC 91AF")),
+        (h("90AF000020 BE7D45753F2CAB85F34BC60CE58B9407 63FE969658A532DF6D95EA2773F6E991 00"),
+         rnd_a_answer + h("9100")),
+        (h("903D000019 010E0000120000 FF0506E1050080828300000000000000000000"), h("9100")),
+        (h("90C4000029 02 2CF362B7BF4311FF3BE1DAA295E8C68DE09050560D19B9E16C2393AE9CD1FAC7")
+         + h("5D0CE20BCD1D06E6 00"), h("203BB55D1089D587 9100")),
+    ])
+    df = DESFire(card, random_bytes=RandomFeed(rnd_a.hex()))
+    df.aid = h("010000")
+    _ev2_session(df, enc="7A93D6571E4B180FCA6AC90C9A7488D4", mac="FC4AF159B62E549B5812394CAB1918CC",
+                 ti="7614281A", ctr=1)
+    df.authenticate_ev2_non_first(0, bytearray(16))
+    s = df._channel.session
+    assert s.ses_enc == h("4CF3CB41A22583A61E89B158D252FC53")
+    assert s.ses_mac == h("5529860B2FC5FB6154B7F28361D30BF9")
+    assert s.ti == h("7614281A") and s.cmd_ctr == 1  # NonFirst keeps TI and the command counter
+    df.write_data(1, 0x0E, h("FF0506E10500808283000000000000000000"), CommMode.PLAIN)  # Table 24
+    df.change_key(2, bytearray(h("F3847D627727ED3BC9C4CC050489B966")), 0x01, old_key=bytearray(16))
+    assert card.done()
