@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import redis
 import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -35,6 +37,7 @@ class Command(BaseCommand):
                                "run the roles separately (see docker-compose.yml and README 'Production')")
         config = stack.StackConfig(instance_dir=Path(settings.INSTANCE_DIR).resolve(), host=options["host"],
                                    port=options["port"], vault_port=options["vault_port"])
+        self._check_redis()
         config.instance_dir.mkdir(parents=True, exist_ok=True)
         config.instance_dir.chmod(0o700)  # the database, the secret key, the admin's first password
         self.say(f"instance folder {config.instance_dir}")
@@ -79,6 +82,18 @@ class Command(BaseCommand):
         finally:
             if supervisor.running:
                 supervisor.stop()
+
+    def _check_redis(self) -> None:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            where = urlsplit(settings.REDIS_URL)  # named without any password in the URL
+            raise CommandError(f"Redis at {where.hostname}:{where.port or 6379} does not answer "
+                               f"({type(exc).__name__}); "
+                               "bin/start starts a local one (scripts/ensure-redis.sh)") from None
+        finally:
+            client.close()
 
     def say(self, text: str) -> None:
         self.stdout.write(f"runstack: {text}")
