@@ -248,6 +248,12 @@ class SecureChannel:
 
     def _ev2(self, code, header, data, tx, rx, expected, ends_session, name) -> bytes:
         s = self.session
+        if s.cmd_ctr >= 0xFFFF:
+            # Refuse before sending: the card would execute the command, then its answer could not be
+            # checked under a counter that has no next value.
+            self.reset()
+            raise ProtocolUsageError(f"{name}: EV2 command counter exhausted; authenticate again",
+                                     command=name)
         ctr = s.cmd_ctr.to_bytes(2, "little")
         if tx == CommMode.FULL and data:
             iv = ev2_iv(s.ses_enc, s.ti, s.cmd_ctr, response=False)
@@ -258,10 +264,6 @@ class SecureChannel:
         if tx in (CommMode.MAC, CommMode.FULL):
             body += self._ev2_mac(bytes((code,)) + ctr + s.ti + body)
         answer, status = self.exchange(code, body, name=name, expected=expected)
-        if s.cmd_ctr >= 0xFFFF:
-            self.reset()
-            raise ProtocolUsageError(f"{name}: EV2 command counter exhausted; authenticate again",
-                                     command=name)
         s.cmd_ctr += 1
         if ends_session:
             self.reset()

@@ -245,3 +245,12 @@ def test_authenticate_ev2_non_first_then_plain_write_and_change_key_an12196_tabl
     df.write_data(1, 0x0E, h("FF0506E10500808283000000000000000000"), CommMode.PLAIN)  # Table 24
     df.change_key(2, bytearray(h("F3847D627727ED3BC9C4CC050489B966")), 0x01, old_key=bytearray(16))
     assert card.done()
+
+
+def test_exhausted_command_counter_is_refused_before_anything_is_sent():
+    card = ScriptedCard([])
+    df = DESFire(card)
+    _ev2_session(df, enc="00" * 16, mac="00" * 16, ti="01020304", ctr=0xFFFF)
+    with pytest.raises(ProtocolUsageError):
+        df.write_data(1, 0, b"x", CommMode.FULL)
+    assert card.sent == [] and df.auth_mode == AuthMode.NONE
