@@ -106,3 +106,50 @@ def test_dashboard_counts_cards_and_key_versions(acme_world, operator):
     body = web_client(operator).get("/").content.decode()
     assert 'id="stations-online">0 / 1' in body
     assert "cmk" in body and "v1" in body
+
+
+@pytest.fixture
+def eager_celery():
+    from cms.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+def test_kek_rotation_page_needs_a_second_admin(acme_world, admin, second_admin, eager_celery,
+                                                django_capture_on_commit_callbacks):
+    from keys import keystore
+    from keys.models_campaigns import KekRotation
+
+    KekRotation.objects.all().delete()
+    alice = web_client(admin)
+    alice.post(reverse("web:kek"), {"reason": "yearly"})
+    rotation = KekRotation.objects.get()
+    refused = alice.post(reverse("web:kek_approve", kwargs={"pk": rotation.pk}), follow=True).content.decode()
+    assert "cannot approve it" in refused
+    with django_capture_on_commit_callbacks(execute=True):
+        web_client(second_admin).post(reverse("web:kek_approve", kwargs={"pk": rotation.pk}))
+    rotation.refresh_from_db()
+    assert (rotation.state, rotation.kek_version, rotation.blobs_rewrapped) == ("done", 2, 1)
+    assert keystore.kek_info(acme_world["card"].tenant_id)["min_decryption_version"] == 2
+    assert "KEK v2, 1 keys rewrapped" in alice.get(reverse("web:kek")).content.decode()
+
+
+def test_campaign_pause_resume_and_rollback_from_the_page(acme_world, admin, second_admin):
+    from keys import campaigns
+
+    campaign = acme_world["campaign"]
+    campaigns.campaign_approve(actor=second_admin, campaign=campaign)
+    campaigns.campaign_start(actor=admin, campaign=campaign)
+    campaigns.campaign_run_batch(campaign_id=campaign.pk)
+    client = web_client(admin)
+    for action, state in (("pause", "paused"), ("resume", "running"), ("rollback", "rolled_back")):
+        client.post(reverse(f"web:campaign_{action}", kwargs={"pk": campaign.pk}))
+        campaign.refresh_from_db()
+        assert campaign.state == state, action
+    page = client.get(reverse("web:campaign", kwargs={"pk": campaign.pk})).content.decode()
+    assert "cancelled 1" in page
+    wrong = client.post(reverse("web:campaign_pause", kwargs={"pk": campaign.pk}), follow=True)
+    assert "only a running campaign can be paused" in wrong.content.decode()
