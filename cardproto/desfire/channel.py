@@ -110,6 +110,8 @@ class SecureChannel:
         apdu = bytes((CLA, code, 0, 0)) + ((bytes((len(data),)) + data) if data else b"") + b"\x00"
         raw = self.transport.transmit(apdu)
         if len(raw) < 2:
+            # Whether the card executed the command (and counted it) is unknown: the session is over.
+            self.reset()
             raise ShortResponseError(f"{name}: response shorter than SW1 SW2", command=name,
                                      apdu=apdu[:5])
         sw = int.from_bytes(raw[-2:], "big")

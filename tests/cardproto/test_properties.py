@@ -34,6 +34,7 @@ from cardproto.desfire.crypto import BlockCipher, cmac, crc32, ev2_iv, pad_iso, 
 from cardproto.errors import (
     CardError,
     CryptogramError,
+    MacError,
     ProtocolUsageError,
     ShortResponseError,
     StatusWordError,
@@ -236,10 +237,15 @@ def _desfire_property(index, session, answers):
     df = DESFire(OracleCard(answers, holder), frame_size=32)
     holder.append(df)
     _session(df, session)
-    run(lambda: command(df))
-    # A failure never leaves a half-dead session that keeps MACing on stale state.
-    if df.auth_mode != AuthMode.NONE:
-        assert df._channel.session.mode in (AuthMode.EV1, AuthMode.EV2, AuthMode.LEGACY)
+    try:
+        command(df)
+    except Exception as exc:  # noqa: BLE001
+        assert_named(exc)
+        # A refused command, a bad MAC or a lost answer ends the session on the card: never keep
+        # MACing on state the card has dropped.
+        if isinstance(exc, StatusWordError | MacError) or (isinstance(exc, ShortResponseError)
+                                                            and exc.sw is None):
+            assert df.auth_mode == AuthMode.NONE, f"session kept after {type(exc).__name__}: {exc}"
 
 
 @FEW
