@@ -32,6 +32,7 @@ INITIAL_APP_KEY_SETTINGS = 0x0F
 FACTORY_PICC_KEY_SETTINGS = 0x0F
 FREE_ACCESS = 14
 DEFAULT_ISD_AID = "A000000151000000"
+SECURED = 0x0F  # GP card life cycle state
 ISD_SLOTS = (("isd.enc", "isd_enc", 1, "enc"), ("isd.mac", "isd_mac", 2, "mac"),
              ("isd.dek", "isd_dek", 3, "dek"))
 AUTH_OPS = frozenset({"desfire.authenticate", "gp.open_scp03", "gp.open_scp02"})
@@ -407,7 +408,7 @@ def _compile_jcop(b: _Builder, spec: dict, specs: list[SlotSpec]) -> None:
     units = [f"delete.{aid.upper()}" for aid in spec.get("delete", [])]
     units += [f"install.{entry['aid'].upper()}" for entry in spec.get("install", [])]
     units += [f"store_data.{i}" for i in range(len(spec.get("store_data", [])))]
-    units += ["lock"] if spec.get("lock") else []
+    units += ["secure", "lock"] if spec.get("lock") else []
     if keyed and all(b.done(unit) for unit in units):
         return
 
@@ -446,6 +447,10 @@ def _compile_jcop(b: _Builder, spec: dict, specs: list[SlotSpec]) -> None:
             b.add("gp.store_data", label=f"store_data.{index}", dgi=entry["dgi"].upper(),
                   data_hex=entry["data_hex"].upper(), redact=True)
     if spec.get("lock") and not b.done("lock"):
+        # GP 2.3 section 5.1: CARD_LOCKED is reached from SECURED only, so the card is secured first
+        # (seed 002's "80 F0 0F 00" is not a valid SET STATUS; see cardproto.gp.commands.set_status).
+        if not b.done("secure"):
+            b.add("gp.set_status", label="secure", scope="isd", state=SECURED)
         b.add("gp.lock_card", label="lock")
 
 

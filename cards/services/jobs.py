@@ -435,9 +435,9 @@ dispatch: Callable[[str, dict], None] = _send
 def _sanitise_error(error) -> dict:
     if not isinstance(error, dict):
         return {}
-    clean = {k: error.get(k) for k in ("step", "op", "apdu", "sw", "meaning", "kind", "message")
-             if error.get(k) is not None}
-    for key in ("op", "apdu", "sw", "meaning", "kind", "message"):
+    clean = {k: error.get(k) for k in ("step", "op", "apdu", "sw", "meaning", "kind", "message",
+                                        "authentication", "reason") if error.get(k) is not None}
+    for key in ("op", "apdu", "sw", "meaning", "kind", "message", "reason"):
         if key in clean:
             clean[key] = str(clean[key])[:500]
     sw = clean.get("sw")
@@ -571,7 +571,8 @@ def _apply_result(job_pk, result: dict) -> dict:
     failed_op = steps[error["step"]]["op"] if isinstance(error.get("step"), int) \
         and 0 <= error["step"] < len(steps) else ""
     auth_failure = state == JobState.FAILED and error.get("kind") not in NOT_A_CARD_ANSWER and (
-        error.get("kind") in AUTH_FAILURE_KINDS or failed_op in AUTH_OPS)
+        error.get("authentication") is True or error.get("kind") in AUTH_FAILURE_KINDS
+        or failed_op in AUTH_OPS)
     job.move_to(state)
     job.stage_reached = str(result.get("stage", ""))[:64]
     job.steps_done = sum(1 for e in entries if e["status"] == "done")

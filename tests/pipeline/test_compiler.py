@@ -72,6 +72,7 @@ GOLDEN_JCOP_NEW = [
     {"op": "gp.open_scp03", "keys": {"enc": "kv-31", "mac": "kv-32", "dek": "kv-33"}, "kvn": 0x31,
      "security_level": 0x33},
     {"op": "gp.store_data", "dgi": "0101", "data_hex": "F1E2D3C4", "redact": True, "label": "store_data.0"},
+    {"op": "gp.set_status", "scope": "isd", "state": 0x0F, "label": "secure"},
     {"op": "gp.lock_card", "label": "lock"},
 ]
 ISD_PENDING = {"isd.enc": Held(31, 1), "isd.mac": Held(32, 1), "isd.dek": Held(33, 1)}
@@ -145,13 +146,13 @@ def test_fully_provisioned_card_has_an_empty_plan():
     done = {label for s in GOLDEN_DESFIRE_NEW if (label := s.get("label"))}
     active = {label: Held(v.version_id, 1) for label, v in PENDING.items()}
     assert compile_plan(NEW_DESFIRE, DESFIRE, Ledger(active=active, done=done)).empty
-    isd_done = {"store_data.0", "lock"}
+    isd_done = {"store_data.0", "secure", "lock"}
     assert compile_plan(NEW_JCOP, JCOP, Ledger(active=dict(ISD_PENDING), done=isd_done,
                                                masters={"gp-test-key": 4})).empty
 
 
 def test_keyed_jcop_card_opens_with_its_own_keys_and_skips_put_key():
-    plan = compile_plan(NEW_JCOP, JCOP, Ledger(active=dict(ISD_PENDING), done={"store_data.0"},
+    plan = compile_plan(NEW_JCOP, JCOP, Ledger(active=dict(ISD_PENDING), done={"store_data.0", "secure"},
                                                masters={"gp-test-key": 4}))
     assert plan.steps == [
         {"op": "select", "aid": "A000000151000000"},

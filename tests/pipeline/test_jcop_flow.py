@@ -24,7 +24,7 @@ def test_jcop_card_gets_diversified_isd_keys_confirmed_by_put_key(cms, station, 
     assert envelope["card"] == {"uid": JCOP_UID, "chip_type": "jcop4"}
     steps = envelope["script"]["steps"]
     assert [s["op"] for s in steps] == ["select", "gp.open_scp03", "gp.put_key", "select", "gp.open_scp03",
-                                        "gp.store_data", "gp.lock_card"]
+                                        "gp.store_data", "gp.set_status", "gp.lock_card"]
     put_key = steps[2]
     card = Card.objects.get(uid=JCOP_UID)
     versions = {v.pk: v for v in KeyVersion.objects.filter(slot__card=card).select_related("slot")}
