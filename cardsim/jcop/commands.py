@@ -98,9 +98,12 @@ def _lv_fields(data: bytes, count: int) -> list[bytes]:
 
 # -- SELECT answer and GET DATA ------------------------------------------------------------------
 def isd_fci(card: JCOP4Card) -> bytes:
-    """FCI of the ISD: AID, security domain management data (card recognition data), max command length."""
-    proprietary = tlv(0x73, card_recognition_body(card)) + tlv(0x9F65, b"\xff")
-    return tlv(0x6F, tlv(0x84, card.isd_aid) + tlv(0xA5, proprietary))
+    """FCI of the ISD as a J3R180 answers it: AID and maximum command data length (9F65 FF).
+
+    GlobalPlatformPro issue #383 shows a JCOP 4 J3R180 answering SELECT with
+    6F10 8408A000000151000000 A5049F6501FF; the card recognition data stays behind GET DATA 0066.
+    """
+    return tlv(0x6F, tlv(0x84, card.isd_aid) + tlv(0xA5, tlv(0x9F65, b"\xff")))
 
 
 def _oid(tail: str) -> bytes:

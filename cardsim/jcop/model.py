@@ -145,9 +145,10 @@ class Identity:
         uid = bytes(uid) if uid is not None else b"\x04" + material[6:12]
         if len(uid) not in (4, 7, 10):
             raise ValueError("an ISO 14443 UID has 4, 7 or 10 bytes")
-        # NXP (4790), P71D321 (seed 000), JCOP 4 OS id, release dates in YDDD BCD, serial and batch per chip.
+        # NXP (4790), P71D321 (seed 000), OS id 4700 and zero OS release fields as a J3R180's CPLC shows
+        # them (GlobalPlatformPro issue #383); fabrication date (YDDD BCD), serial and batch per chip.
         fields = [
-            "4790", "D321", "4700", "9054", "0301", "9100", serial.hex(), batch.hex(),
+            "4790", "D321", "4700", "0000", "0000", "3180", serial.hex(), batch.hex(),
             "4790", "9110", "0000", "0000", "0000", "0000", "00000000", "0000", "0000", "00000000",
         ]
         cplc = bytes.fromhex("".join(fields))

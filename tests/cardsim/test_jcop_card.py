@@ -76,6 +76,8 @@ def test_card_needs_no_arguments_and_a_seed_makes_its_identity_repeatable():
     cplc = gp.cplc(card)
     assert cplc.ic_fabricator == h("4790") and cplc.ic_type == h("D321")  # NXP, P71D321 (seed 000)
     assert card.transmit(h("FFCA000000"))[:-2] == card.identity.uid and len(card.identity.uid) == 7
+    # SELECT answer as a real J3R180 gives it (GlobalPlatformPro issue #383)
+    assert card.transmit(h("00A4040000")) == h("6F108408A000000151000000A5049F6501FF9000")
     assert gp.get_data(card, 0x00CF) == h("CF0A") + card.identity.kdd
 
 
