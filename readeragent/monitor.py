@@ -3,7 +3,8 @@
 Presence comes from SCardGetStatusChange (pcscd tells us, no polling connection). On each card
 presented the monitor connects once, reads the UID with the reader's GET DATA `FF CA 00 00 00`
 (answered by the reader, or by the virtual card behind vpcd), and reports UID, ATR and reader name
-as a signed `cms.station_report` (jobproto.md). The CMS answers with a job on `station.<code>`.
+as a signed `cms.station_report` (jobproto.md), with a "chip_type" hint for DESFire cards (their
+GetVersion tells EV1, EV2 and EV3 apart). The CMS answers with a job on `station.<code>`.
 """
 from __future__ import annotations
 
@@ -78,12 +79,37 @@ def read_uid(connection) -> str | None:
     return bytes(data).hex().upper()
 
 
+# GetVersion hardware major version -> chip type (EV1 0x01, EV2 0x12, EV3 0x33: NXP data sheets,
+# as Proxmark3 `hf mfdes info` tells the generations apart).
+DESFIRE_MAJOR = {0x01: "desfire_ev1", 0x12: "desfire_ev2", 0x33: "desfire_ev3"}
+
+
+def detect_chip_type(connection) -> str | None:
+    """A hint for the CMS: the DESFire generation from GetVersion (unauthenticated), else None."""
+    from smartcard.Exceptions import CardConnectionException
+
+    try:
+        data, sw1, sw2 = connection.transmit([0x90, 0x60, 0x00, 0x00, 0x00])
+        if (sw1, sw2) != (0x91, 0xAF) or len(data) < 4:
+            return None
+        major = data[3]
+        for _ in range(3):  # finish the chain (3 frames) so the card is left idle
+            _, sw1, sw2 = connection.transmit([0x90, 0xAF, 0x00, 0x00, 0x00])
+            if (sw1, sw2) != (0x91, 0xAF):
+                break
+    except CardConnectionException:
+        return None
+    return DESFIRE_MAJOR.get(major)
+
+
 def make_report(identity: Identity, kind: str, reader: str, *, uid: str | None = None,
-                atr: str | None = None) -> dict:
+                atr: str | None = None, chip_type: str | None = None) -> dict:
     report = {"v": 1, "type": kind, "station": identity.station, "reader": reader, "at": int(time.time()),
               "nonce": os.urandom(12).hex()}
     if kind == "card_presented":
         report.update(uid=uid, atr=atr)
+        if chip_type:
+            report["chip_type"] = chip_type  # a hint; the CMS keeps what it knows of a registered card
     return protocol.sign_with(report, identity.sign_private_key)
 
 
@@ -118,7 +144,7 @@ class CardMonitor(threading.Thread):
             log.warning("could not send %s report: %s", kind, exc.__class__.__name__)
 
     def _presented(self, atr: bytes) -> None:
-        uid = None
+        uid = chip_type = None
         with self.card_lock:
             try:
                 connection = connect(self.reader)
@@ -126,6 +152,7 @@ class CardMonitor(threading.Thread):
                 return
             try:
                 uid = read_uid(connection)
+                chip_type = detect_chip_type(connection) if uid is not None else None
             finally:
                 try:
                     connection.disconnect()
@@ -135,7 +162,7 @@ class CardMonitor(threading.Thread):
         if uid is None:
             log.warning("card in %s did not answer GET DATA FF CA: not reported", self.reader)
             return
-        self._report("card_presented", uid=uid, atr=atr.hex().upper())
+        self._report("card_presented", uid=uid, atr=atr.hex().upper(), chip_type=chip_type)
 
     def _removed(self) -> None:
         self.status.update(present=False, card=None, atr=None)

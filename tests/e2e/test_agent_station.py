@@ -57,6 +57,7 @@ def test_agent_reports_the_card_runs_the_job_once_and_refuses_the_redelivery(sta
     assert presented["uid"] == flows.DESFIRE_UID
     assert presented["atr"] == card.atr.hex().upper()
     assert presented["reader"] == reader.reader and presented["station"] == identity.station
+    assert presented["chip_type"] == "desfire_ev2"
 
     keys = flows.desfire_keys()
     envelope = cms.envelope(flows.desfire_steps(), keys, uid=flows.DESFIRE_UID)
