@@ -463,3 +463,15 @@ def test_random_commands_inside_a_session_never_crash(ins, p1, p2, data):
     except (StatusWordError, MacError):
         pass
     assert not card.bricked
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=4, max_size=60), max_size=12), st.sampled_from([None, 0x01, 0x03, 0x33]))
+def test_random_apdu_sequences_keep_the_card_consistent(apdus, level):
+    card = JCOP4Card(seed=2, max_failed_authentications=1000)
+    if level is not None:
+        open03(card, level)
+    for apdu in apdus:
+        assert len(card.transmit(apdu)) >= 2
+    assert card.free_memory() == card.nvm_size - card.allocation()
+    assert JCOP4Card.from_json(card.to_json()).to_state() == card.to_state()
