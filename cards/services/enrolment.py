@@ -75,7 +75,7 @@ def station_enroll(*, code: str, token: str, hpke_public_key: str, sign_public_k
                          details={"station": code[:50], "reason": reason, "ip": ip or ""})
         raise EnrolmentRefused(reason, message)
     with transaction.atomic():
-        station = Station.objects.select_for_update().select_related("tenant").get(pk=station.pk)
+        station = Station.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=station.pk)
         if station.status != StationStatus.PENDING:
             raise EnrolmentRefused("used", "the enrolment token was already used")
         # Vault first: if the signing key cannot be read (sealed Vault) nothing is recorded and the

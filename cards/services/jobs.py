@@ -337,7 +337,7 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
             raise Refused("busy", "the card already has a job in progress")
     order = _match_order(station, uid, card)
     if order is not None:
-        order = Order.objects.select_for_update().select_related("profile").get(pk=order.pk)
+        order = Order.objects.select_for_update(of=("self",)).select_related("profile").get(pk=order.pk)
         profile = order.profile
     elif card is not None and card.profile_id is not None:
         # No order, but a card we provisioned: it gets what its ledger still owes it (a probe, a
@@ -517,7 +517,8 @@ def job_result_handle(result: dict) -> dict:
 
 
 def _apply_result(job_pk, result: dict) -> dict:
-    job = Job.objects.select_for_update().select_related("station__tenant", "card", "order").get(pk=job_pk)
+    job = (Job.objects.select_for_update(of=("self",)).select_related("station__tenant", "card", "order")
+           .get(pk=job_pk))
     if job.state not in (JobState.DISPATCHED, JobState.RUNNING):
         raise Refused("replay", f"job {job.id} is already {job.state}")
     card = Card.objects.select_for_update().get(pk=job.card_id)
