@@ -1,0 +1,238 @@
+"""End to end, every part real: an MES order through the REST API, the CMS stack (`manage.py runstack`:
+OpenBao, gunicorn, Celery worker) on Redis, a station enrolled with `python -m readeragent enroll` over
+HTTP and approved, `python -m readeragent run` on a pcscd reader holding a vpcd virtual card. The card is
+presented, the CMS sends a sealed and signed job, the agent runs it, the result moves the key ledger.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from cardsim.desfire import DESFireCard
+from readeragent.worker import make_app
+
+from .stack import ROOT, start_stack, stop_stack
+from .station import agent_process, stop, wait_started
+
+pytestmark = [pytest.mark.pcsc, pytest.mark.vault, pytest.mark.slow, pytest.mark.xdist_group("pcsc")]
+BROKER = "redis://127.0.0.1:6379/12"
+AID = "F0D001"  # in the demo tenant's DESFire range (cms/bootstrap.py)
+
+DESFIRE_SPEC = {
+    "schema": 1, "chip_family": "desfire",
+    "picc": {"transport_key": {"master": None, "key_type": "2k3des"},
+             "master_key": {"policy": "diversified", "master": "cmk-master", "key_type": "aes128"},
+             "key_settings": 0x0B},
+    "applications": [{
+        "aid": AID, "key_settings": 0x0B, "key_type": "aes128", "num_keys": 3,
+        "keys": [{"key_no": 0, "role": "amk", "policy": "diversified", "master": "amk-master"},
+                 {"key_no": 1, "role": "read", "policy": "random"},
+                 {"key_no": 2, "role": "write", "policy": "random"}],
+        "files": [{"file_no": 1, "type": "standard", "comm_mode": "full",
+                   "access": {"read": 1, "write": 2, "read_write": 0, "change": 0},
+                   "size": 32, "initial_data_hex": "C0FFEE"},
+                  {"file_no": 3, "type": "value", "comm_mode": "full",
+                   "access": {"read": 1, "write": 2, "read_write": 0, "change": 0},
+                   "lower_limit": 0, "upper_limit": 1000, "initial_value": 10}]}]}
+
+JCOP_SPEC = {
+    "schema": 1, "chip_family": "jcop",
+    "isd": {"aid": "A000000151000000", "scp": "scp03", "security_level": 0x33,
+            "transport_keys": {"master": "gp-test-key", "kvn": 0x30},
+            "new_keys": {"kvn": 0x31, "policy": "diversified", "master": "isd-master", "method": "kdf3"}},
+    "store_data": [{"dgi": "0101", "data_hex": "F1E2D3C4"}]}
+
+SETUP = """
+import json
+from django.contrib.auth import get_user_model
+from cards.models import Tenant, CardProfile
+from cards.services.access import service_account_create, api_token_issue
+from cards.services.profiles import profile_create
+from keys import services
+from keys.models import MasterKey
+admin = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+tenant = Tenant.objects.get(slug="demo")
+if not MasterKey.objects.filter(tenant=tenant).exists():
+    for name, method in (("cmk-master", "an10922"), ("amk-master", "an10922"), ("isd-master", "kdf3")):
+        services.master_key_version_create(master=services.master_key_create(tenant=tenant, name=name,
+                                           method=method, actor=admin), state="active", actor=admin)
+    services.master_key_version_import(master=services.master_key_create(tenant=tenant, name="gp-test-key",
+                                       method="kdf3", actor=admin), key=bytes(range(0x40, 0x50)), number=1,
+                                       actor=admin)
+    profile_create(actor=admin, tenant=tenant, name="campus", spec=json.loads(@DESFIRE@))
+    profile_create(actor=admin, tenant=tenant, name="fob", spec=json.loads(@JCOP@))
+    account = service_account_create(actor=admin, tenant=tenant, name="mes")
+    _, token = api_token_issue(actor=admin, account=account)
+else:
+    token = None
+profiles = {p.name: p.pk for p in CardProfile.objects.filter(tenant=tenant)}
+print("E2E " + json.dumps({"token": token, "profiles": profiles}))
+""".replace("@DESFIRE@", repr(json.dumps(DESFIRE_SPEC))).replace("@JCOP@", repr(json.dumps(JCOP_SPEC)))
+
+NEW_STATION = """
+import json
+from django.contrib.auth import get_user_model
+from cards.models import Tenant
+from cards.services.stations import station_create
+admin = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+station, token = station_create(actor=admin, tenant=Tenant.objects.get(slug="demo"), code=@CODE@, line="l1")
+print("E2E " + json.dumps({"id": station.pk, "token": token}))
+"""
+
+APPROVE = """
+import json
+from django.contrib.auth import get_user_model
+from cards.models import Station
+from cards.services.stations import station_approve
+admin = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+station = station_approve(actor=admin, station=Station.objects.get(code=@CODE@))
+print("E2E " + json.dumps({"status": station.status, "sign": station.sign_public_key}))
+"""
+
+LEDGER = """
+import json
+from keys.models import KeyVersion
+rows = KeyVersion.objects.filter(slot__card__uid=@UID@).select_related("slot", "slot__application")
+print("E2E " + json.dumps(sorted([r.slot.role, r.slot.key_no, r.number, r.state] for r in rows)))
+"""
+
+
+@pytest.fixture(scope="module")
+def cms_stack(tmp_path_factory):
+    import redis
+
+    redis.Redis.from_url(BROKER).flushdb()
+    stack = start_stack(tmp_path_factory.mktemp("stack") / "instance", BROKER)
+    try:
+        stack.data = stack.shell(SETUP)
+        yield stack
+    finally:
+        stop_stack(stack)
+
+
+@pytest.fixture
+def enrolled_station(cms_stack, tmp_path):
+    code = f"e2e-{secrets.token_hex(4)}"
+    created = cms_stack.shell(NEW_STATION.replace("@CODE@", repr(code)))
+    home = tmp_path / "agent"
+    done = subprocess.run([sys.executable, "-m", "readeragent", "enroll", "--cms", cms_stack.url, "--station",
+                           code, "--token", created["token"], "--home", str(home)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    enrolled = json.loads(done.stdout)
+    assert enrolled["status"] == "enrolled" and enrolled["queue"] == f"station.{code}"
+    approved = cms_stack.shell(APPROVE.replace("@CODE@", repr(code)))
+    assert approved == {"status": "approved", "sign": enrolled["sign_public_key"]}
+    return code, created["id"], home
+
+
+def _api(stack, method, path, **kw):
+    headers = {"Authorization": f"Bearer {stack.data['token']}", **kw.pop("headers", {})}
+    return requests.request(method, f"{stack.url}/api/v1/{path}", headers=headers, timeout=20, **kw)
+
+
+def _order(stack, profile: str, station_id: int, uid: str) -> dict:
+    response = _api(stack, "POST", "orders/", headers={"Idempotency-Key": secrets.token_hex(8)},
+                    json={"profile": stack.data["profiles"][profile], "station": station_id, "uids": [uid]})
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def _wait_job(stack, uid: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    jobs: list = []
+    while time.monotonic() < deadline:
+        response = _api(stack, "GET", "jobs/", params={"card_uid": uid})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        jobs = body["results"] if isinstance(body, dict) else body
+        finished = [j for j in jobs if j["state"] not in ("created", "dispatched", "running", "pending")]
+        if finished:
+            return finished[0]
+        time.sleep(0.5)
+    raise TimeoutError(f"no finished job for {uid} in {timeout} s: {jobs}\n{stack.tail()}")
+
+
+def _run_card(cms_stack, enrolled_station, pcsc_card, card, profile: str, uid: str):
+    code, station_id, home = enrolled_station
+    _order(cms_stack, profile, station_id, uid)
+    reader = pcsc_card(card, connect=False)
+    agent = agent_process(home, reader.reader, BROKER)
+    try:
+        wait_started(agent, home / "agent.log")
+        job = _wait_job(cms_stack, uid)
+        detail = _api(cms_stack, "GET", f"jobs/{job['id']}/").json()
+        return job, detail, reader, home
+    finally:
+        stop(agent)
+        print((home / "agent.log").read_text(errors="replace")[-3000:])
+
+
+def test_desfire_ev2_order_to_active_ledger(cms_stack, enrolled_station, pcsc_card):
+    card = DESFireCard("ev2", picc_key_type="des")
+    uid = card.uid.hex().upper()
+    job, detail, reader, home = _run_card(cms_stack, enrolled_station, pcsc_card, card, "campus", uid)
+
+    assert job["state"] == "succeeded", detail
+    ledger = cms_stack.shell(LEDGER.replace("@UID@", repr(uid)))
+    assert ledger and all(state == "active" for *_, state in ledger), ledger
+    assert {(role, key_no) for role, key_no, *_ in ledger} == {("cmk", 0), ("amk", 0), ("app_key", 1),
+                                                                ("app_key", 2)}
+    held = card.keys_held()
+    assert held["000000"][0]["family"] == "aes"
+    assert [k["version"] for k in held[AID.lower()]] == [1, 1, 1]
+    text = json.dumps(detail)
+    assert "C0FFEE" not in text.upper() or detail["trace"]  # the trace is the agent's, redacted where keys go
+
+
+def test_jcop4_order_to_active_ledger(cms_stack, enrolled_station, pcsc_card):
+    from cardsim.jcop import JCOP4Card
+
+    card = JCOP4Card(seed=secrets.token_hex(4))
+    uid = card.identity.uid.hex().upper()
+    job, detail, reader, home = _run_card(cms_stack, enrolled_station, pcsc_card, card, "fob", uid)
+
+    assert job["state"] == "succeeded", detail
+    ledger = cms_stack.shell(LEDGER.replace("@UID@", repr(uid)))
+    assert sorted(role for role, *_ in ledger) == ["isd_dek", "isd_enc", "isd_mac"]
+    assert all(state == "active" for *_, state in ledger), ledger
+    assert 0x31 in {k["kvn"] for k in card.keys_held()["a000000151000000"]}
+
+
+def test_redelivered_job_writes_the_card_once(cms_stack, enrolled_station, pcsc_card):
+    """The broker hands the agent the same job twice: the agent's ledger refuses the second copy."""
+    import redis
+
+    card = DESFireCard("ev2", picc_key_type="des")
+    uid = card.uid.hex().upper()
+    code, station_id, home = enrolled_station
+    # A copy of every job the CMS dispatches to this station, taken off Redis before the agent runs.
+    _order(cms_stack, "campus", station_id, uid)
+    reader = pcsc_card(card, connect=False)
+    queue = f"station.{code}"
+    client = redis.Redis.from_url(BROKER)
+    deadline = time.monotonic() + 60
+    while not client.llen(queue) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    raw = client.lindex(queue, 0)
+    assert raw is not None, "the CMS sent no job to the station queue"
+    client.rpush(queue, raw)  # the same message twice, as a redelivery after a lost ack would
+    agent = agent_process(home, reader.reader, BROKER)
+    try:
+        wait_started(agent, home / "agent.log")
+        job = _wait_job(cms_stack, uid)
+        change_keys = card.ins_counts.get(0xC4)
+        time.sleep(3)  # the second copy is consumed and refused
+        assert card.ins_counts.get(0xC4) == change_keys
+        assert job["state"] == "succeeded"
+        log = (home / "agent.log").read_text(errors="replace")
+        assert "refused" in log
+    finally:
+        stop(agent)
+    assert make_app  # the agent's Celery app is the one under test (imported for its config)
