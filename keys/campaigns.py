@@ -4,9 +4,12 @@ Life of a campaign: awaiting_approval -> (a second admin of the tenant approves)
 running (start snapshots the slots, then batches create pending versions, ONE Vault batch per
 batch) <-> paused; rollback from running/paused/completed; completed once every card has rotated.
 
-A card takes its new key the next time it is presented: the job compiler asks
-`versions_owed(card)` which key changes the card owes, and the job's result handler calls
-`campaign_card_rotated` (or `campaign_card_failed`) with the version the card confirmed.
+How cards rotate: the job compiler (cards.compiler) already sends a card any pending version
+newer than its active one, and the job result activates it (keys.sealing.version_activate).
+A campaign therefore only creates the pending versions; `campaign_sync` notices activations.
+`versions_owed(card)` says which pending versions a campaign asked of a card (and which key to
+authenticate with); `withheld_version_ids(card)` names those of PAUSED campaigns, which the
+ledger (cards.services.jobs.ledger_for) should leave out so a pause stops rotations at stations.
 """
 from __future__ import annotations
 
@@ -250,10 +253,12 @@ def campaign_resume(*, actor, campaign: RotationCampaign) -> RotationCampaign:
 
 
 def campaign_rollback(*, actor, campaign: RotationCampaign) -> RotationCampaign:
-    """Undo: pending versions of cards not yet rotated are destroyed (their previous version stays
-    active); cards already rotated owe a re-key back to their previous version, which is kept (its
-    grace period is lifted) until they do."""
+    """Undo. Cards not yet rotated keep their previous version (still active): their pending
+    versions are destroyed. Cards already rotated get a new pending version holding their previous
+    key again (`keys.services.key_versions_restore_batch`), which the compiler sends the next
+    time they are presented: the re-key back."""
     ensure_allowed(campaign, actor, "manage")
+    campaign_sync(campaign)
     with transaction.atomic():
         campaign = _locked(campaign)
         if campaign.state not in (CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.COMPLETED):
@@ -265,21 +270,21 @@ def campaign_rollback(*, actor, campaign: RotationCampaign) -> RotationCampaign:
             .update(state=ItemState.CANCELLED)
         rotated = list(CampaignItem.objects.filter(campaign=campaign, state=ItemState.ROTATED)
                        .select_related("previous_version"))
+        restorable = [i for i in rotated if i.previous_version.state != VersionState.DESTROYED]
         for item in rotated:
-            previous = item.previous_version
-            if previous.state == VersionState.RETIRED:
-                previous.grace_until = None  # held for the re-key back
-                previous.save(update_fields=["grace_until"])
-                item.state = ItemState.REKEY_BACK
-            else:
-                item.state = ItemState.FAILED
-                item.error = f"previous version is {previous.state}: no re-key back"
-            item.save(update_fields=["state", "error", "updated_at"])
+            if item not in restorable:
+                item.state, item.error = ItemState.FAILED, "previous key already destroyed: no re-key back"
+                item.save(update_fields=["state", "error", "updated_at"])
+        restored = services.key_versions_restore_batch(versions=[i.previous_version for i in restorable],
+                                                       actor=actor)
+        by_slot = {v.slot_id: v for v in restored}
+        for item in restorable:
+            item.state, item.restore_version = ItemState.REKEY_BACK, by_slot[item.slot_id]
+        CampaignItem.objects.bulk_update(restorable, ["state", "restore_version", "updated_at"])
         _event("keys.campaign_rolled_back", campaign, actor=actor, details={
-            "cancelled_waiting": cancelled,
-            "rekey_back": sum(i.state == ItemState.REKEY_BACK for i in rotated)})
+            "cancelled_waiting": cancelled, "rekey_back": len(restorable)})
     # Each pending version is destroyed in its own transaction: one Vault failure leaves the
-    # others done and this item still pending (visible), never a half-recorded destruction.
+    # others done and this item visible, never a half-recorded destruction.
     destroyed = kept = 0
     for item in CampaignItem.objects.filter(campaign=campaign, state=ItemState.PENDING) \
             .select_related("new_version", "card"):
@@ -314,58 +319,87 @@ class OwedKeyChange:
 
 
 def versions_owed(card: Card) -> list[OwedKeyChange]:
-    """Key changes `card` owes to running (or rolled-back) campaigns, for the job compiler.
+    """Key changes `card` owes to running (or rolled-back) campaigns.
 
-    Paused campaigns hand out nothing. A rolled-back campaign asks rotated cards to go back.
+    The compiler already rotates a card to any pending version newer than its active one; this
+    says which of those a campaign asked for (and which key to authenticate with).
     """
     owed = []
     items = CampaignItem.objects.filter(card=card).filter(
-        Q(state=ItemState.PENDING, campaign__state=CampaignState.RUNNING)
-        | Q(state=ItemState.REKEY_BACK, campaign__state=CampaignState.ROLLED_BACK)
-    ).select_related("slot", "slot__application", "previous_version", "new_version").order_by("slot_id")
+        Q(state=ItemState.PENDING, campaign__state=CampaignState.RUNNING,
+          new_version__state=VersionState.PENDING)
+        | Q(state=ItemState.REKEY_BACK, restore_version__state=VersionState.PENDING)
+    ).select_related("slot", "slot__application", "previous_version", "new_version", "restore_version") \
+        .order_by("slot_id")
     for item in items:
         if item.state == ItemState.PENDING:
             owed.append(OwedKeyChange(item.campaign_id, item.pk, item.slot, item.previous_version,
                                       item.new_version))
         else:
             owed.append(OwedKeyChange(item.campaign_id, item.pk, item.slot, item.new_version,
-                                      item.previous_version))
+                                      item.restore_version))
     return owed
 
 
-def _swap(*, retire: KeyVersion, activate: KeyVersion, grace_days: int, now) -> None:
-    # retire first: a slot has at most one active version (a database constraint)
-    retire.state, retire.retired_at = VersionState.RETIRED, now
-    retire.grace_until = now + timedelta(days=grace_days)
-    retire.save(update_fields=["state", "retired_at", "grace_until"])
-    activate.state, activate.activated_at, activate.grace_until = VersionState.ACTIVE, now, None
-    activate.save(update_fields=["state", "activated_at", "grace_until"])
+def withheld_version_ids(card: Card) -> set[int]:
+    """Pending versions the compiler must NOT send yet: their campaign is paused.
+
+    (`cards.services.jobs.ledger_for` should leave these out of the ledger's pending keys.)
+    """
+    return set(CampaignItem.objects.filter(card=card, state=ItemState.PENDING,
+                                           campaign__state=CampaignState.PAUSED)
+               .values_list("new_version_id", flat=True))
 
 
-@transaction.atomic
-def campaign_card_rotated(*, version: KeyVersion, actor=None) -> CampaignItem:
-    """The card confirmed it now holds `version`: activate it, retire the other with the grace period."""
-    item = (CampaignItem.objects.select_for_update(of=("self",))
-            .select_related("campaign__tenant", "card", "slot", "previous_version", "new_version")
-            .filter(Q(new_version=version, state=ItemState.PENDING)
-                    | Q(previous_version=version, state=ItemState.REKEY_BACK)).first())
+def campaign_sync(campaign: RotationCampaign) -> int:
+    """Bring item states up to the key versions' states; the number of items moved.
+
+    Jobs activate versions as cards confirm them (`keys.sealing.version_activate`, with the global
+    grace period); here the campaign notices, gives the retired key ITS grace period, and
+    completes when no card is left to rotate.
+    """
+    moved = 0
+    moves = ((ItemState.PENDING, "new_version", ItemState.ROTATED, "previous_version"),
+             (ItemState.REKEY_BACK, "restore_version", ItemState.RESTORED, "new_version"))
+    for before, field, after, retired_field in moves:
+        done = list(CampaignItem.objects.filter(campaign=campaign, state=before,
+                                                **{f"{field}__state": VersionState.ACTIVE})
+                    .select_related(retired_field, "card", "slot", "campaign__tenant"))
+        for item in done:
+            with transaction.atomic():
+                retired = getattr(item, retired_field)
+                if retired.state == VersionState.RETIRED and retired.retired_at:
+                    retired.grace_until = retired.retired_at + timedelta(days=campaign.grace_days)
+                    retired.save(update_fields=["grace_until"])
+                item.state = after
+                item.save(update_fields=["state", "updated_at"])
+                record_event(action=f"keys.campaign_card_{after}", actor=None, tenant=item.campaign.tenant,
+                             card_uid=item.card.uid, key_no=item.slot.key_no,
+                             key_version=getattr(item, field).number,
+                             details={"campaign": campaign.pk, "role": item.slot.role})
+            moved += 1
+    CampaignItem.objects.filter(campaign=campaign, state=ItemState.PENDING,
+                                new_version__state=VersionState.DESTROYED).update(state=ItemState.CANCELLED)
+    with transaction.atomic():
+        _complete_if_done(_locked(campaign))  # re-read: the caller's copy may be stale
+    return moved
+
+
+def campaign_card_rotated(*, version: KeyVersion, actor=None, job_id: str = "") -> CampaignItem:
+    """The card confirmed it holds `version` (a campaign's new or restore version): activate it,
+    retire the one it replaces, and move the campaign on. Jobs do the same through
+    `keys.sealing.version_activate`; both end in `campaign_sync`."""
+    from keys.sealing import version_activate  # the pipeline's activation, shared
+
+    item = CampaignItem.objects.select_related("campaign").filter(
+        Q(new_version=version, state=ItemState.PENDING)
+        | Q(restore_version=version, state=ItemState.REKEY_BACK)).first()
     if item is None:
         raise CampaignError(f"no campaign is waiting for key version {version.pk}")
-    campaign, now = item.campaign, timezone.now()
-    if item.state == ItemState.PENDING:
-        _swap(retire=item.previous_version, activate=item.new_version, grace_days=campaign.grace_days,
-              now=now)
-        item.state, action, held = ItemState.ROTATED, "keys.campaign_card_rotated", item.new_version
-    else:
-        _swap(retire=item.new_version, activate=item.previous_version, grace_days=campaign.grace_days,
-              now=now)
-        item.state, action, held = ItemState.RESTORED, "keys.campaign_card_restored", item.previous_version
-    item.save(update_fields=["state", "updated_at"])
-    record_event(action=action, actor=actor, tenant=campaign.tenant, card_uid=item.card.uid,
-                 key_no=item.slot.key_no, key_version=held.number,
-                 details={"campaign": campaign.pk, "role": item.slot.role})
-    if campaign.state == CampaignState.RUNNING:
-        _complete_if_done(_locked(campaign))
+    with transaction.atomic():
+        version_activate(version, grace_days=item.campaign.grace_days, actor=actor, job_id=job_id)
+    campaign_sync(item.campaign)
+    item.refresh_from_db()
     return item
 
 
@@ -375,7 +409,7 @@ def campaign_card_failed(*, version: KeyVersion, error: str, actor=None) -> Camp
     item = (CampaignItem.objects.select_for_update(of=("self",))
             .select_related("campaign__tenant", "card", "slot")
             .filter(Q(new_version=version, state=ItemState.PENDING)
-                    | Q(previous_version=version, state=ItemState.REKEY_BACK)).first())
+                    | Q(restore_version=version, state=ItemState.REKEY_BACK)).first())
     if item is None:
         raise CampaignError(f"no campaign is waiting for key version {version.pk}")
     item.state, item.error = ItemState.FAILED, error[:300]
@@ -420,7 +454,14 @@ def campaign_overdue_items(campaign: RotationCampaign, *, now=None):
 
 
 def grace_sweep(*, now=None) -> dict[str, int]:
-    """Destroy (in Vault, audited) every retired card key version whose grace period has ended."""
+    """Destroy (in Vault, audited) every retired card key version whose grace period has ended.
+
+    Campaigns are synced first, so a retired key gets its campaign's grace period before the
+    sweep looks at it.
+    """
+    for campaign in RotationCampaign.objects.filter(state__in=(CampaignState.RUNNING, CampaignState.PAUSED,
+                                                               CampaignState.ROLLED_BACK)):
+        campaign_sync(campaign)
     now = now or timezone.now()
     done = failed = 0
     for version in KeyVersion.objects.filter(state=VersionState.RETIRED, grace_until__lte=now).order_by("pk"):

@@ -72,7 +72,7 @@ class ItemState(models.TextChoices):
     ROTATED = "rotated"
     FAILED = "failed"
     CANCELLED = "cancelled", "Rolled back before the card rotated"
-    REKEY_BACK = "rekey_back", "Rolled back: the card must be re-keyed to its previous version"
+    REKEY_BACK = "rekey_back", "Rolled back: the card must be re-keyed to its previous key"
     RESTORED = "restored", "Re-keyed back to its previous version"
 
 
@@ -85,6 +85,9 @@ class CampaignItem(models.Model):
     previous_version = models.ForeignKey("keys.KeyVersion", on_delete=models.PROTECT, related_name="+")
     new_version = models.ForeignKey("keys.KeyVersion", null=True, blank=True, on_delete=models.PROTECT,
                                     related_name="campaign_items")
+    # After a rollback of a rotated card: a pending version holding the previous key again.
+    restore_version = models.ForeignKey("keys.KeyVersion", null=True, blank=True, on_delete=models.PROTECT,
+                                        related_name="+")
     state = models.CharField(max_length=16, choices=ItemState.choices, default=ItemState.WAITING)
     batch_no = models.PositiveIntegerField(null=True, blank=True)
     error = models.CharField(max_length=300, blank=True)

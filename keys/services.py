@@ -178,6 +178,53 @@ def key_versions_create_batch(*, slots: Sequence[KeySlot], actor=None,
     return versions
 
 
+@transaction.atomic
+def key_versions_restore_batch(*, versions: Sequence[KeyVersion], actor=None) -> list[KeyVersion]:
+    """For each (retired) version, a NEW pending version on its slot holding the SAME key.
+
+    This is how a rotated card is re-keyed back: the compiler rotates a card to a pending
+    version newer than its active one, so the old key comes back under a new version number.
+    Random keys: the old blobs are unwrapped in ONE Transit batch and wrapped again under the new
+    references in ONE batch; diversified keys simply name the same master key version.
+    """
+    if not versions:
+        return []
+    sources = list(KeyVersion.objects.filter(pk__in=[v.pk for v in versions])
+                   .select_related("master_version").order_by("pk"))
+    locked = {s.pk: s for s in _locked_slots().filter(pk__in={v.slot_id for v in sources})}
+    tenants = {slot.tenant_id for slot in locked.values()}
+    if len(tenants) != 1:
+        raise KeystoreError("restored key versions belong to one tenant")
+    tenant_id = tenants.pop()
+    for source in sources:
+        if source.state == VersionState.DESTROYED:
+            raise KeyStateError(f"slot {source.slot_id} v{source.number} is destroyed: its key is gone")
+    plan = [(source, locked[source.slot_id], _next_number(locked[source.slot_id])) for source in sources]
+    created: list[KeyVersion] = []
+    randoms = [(source, slot, number) for source, slot, number in plan if source.policy == KeyPolicy.RANDOM]
+    new_refs: dict[int, keystore.BlobRef] = {}
+    if randoms:
+        record_event(action="keys.unwrapped", actor=actor, tenant=randoms[0][1].tenant,
+                     details={"refs": sorted(v.vault_ref for v, _, _ in randoms), "count": len(randoms),
+                              "purpose": "restore"})
+        new_refs = {source.pk: keystore.card_key_ref(tenant_id=tenant_id, card_id=slot.card_id,
+                                                     slot_id=slot.pk, number=number)
+                    for source, slot, number in randoms}
+        old_refs = {v.pk: keystore.BlobRef.parse(v.vault_ref) for v, _, _ in randoms}
+        with keystore.unwrap(tenant_id, old_refs.values()) as plain:
+            keystore.wrap_and_store(tenant_id, {new_refs[pk]: plain[ref] for pk, ref in old_refs.items()},
+                                    replace=True)
+    for source, slot, number in plan:
+        version = KeyVersion.objects.create(
+            slot=slot, number=number, state=VersionState.PENDING, policy=source.policy, kcv=source.kcv,
+            vault_ref=str(new_refs[source.pk]) if source.policy == KeyPolicy.RANDOM else "",
+            master_version=source.master_version)
+        created.append(version)
+        _slot_event("keys.key_restored", version, actor=actor,
+                    details={"same_key_as": source.number, "ref": version.vault_ref, "kcv": version.kcv})
+    return created
+
+
 def key_version_create_random(*, slot: KeySlot, actor=None, source: str = "cms",
                               state: str = VersionState.PENDING) -> KeyVersion:
     return key_versions_create_random(slots=[slot], actor=actor, source=source, state=state)[0]

@@ -8,7 +8,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from keys import campaigns, keystore
+from keys import campaigns, keystore, services
 from keys.models import KeySlot, KeyVersion
 from keys.models_campaigns import CampaignState, ItemState
 from tests.web.conftest import make_tenant, make_user
@@ -167,7 +167,8 @@ def test_a_presented_card_owes_its_change_and_rotating_it_retires_the_old_versio
     assert campaigns.versions_owed(slot.card) == []
 
 
-def test_rollback_destroys_pending_versions_and_schedules_rekey_back(acme, admin, second_admin):
+def test_rollback_destroys_pending_versions_and_schedules_rekey_back(acme, admin, second_admin,
+                                                                     transit_calls):
     rotated_slot, pending_slot = _cards_with_cmk(acme, 2)
     campaign = _approved(acme, admin, second_admin)
     campaigns.campaign_start(actor=admin, campaign=campaign)
@@ -177,23 +178,60 @@ def test_rollback_destroys_pending_versions_and_schedules_rekey_back(acme, admin
     pending_new = campaigns.versions_owed(pending_slot.card)[0].target
     campaigns.campaign_card_rotated(version=first_new)
 
+    transit_calls.clear()
     campaigns.campaign_rollback(actor=admin, campaign=campaign)
     pending_new.refresh_from_db()
-    first_old.refresh_from_db()
     assert pending_new.state == "destroyed"
     assert not keystore.exists(keystore.BlobRef.parse(pending_new.vault_ref))
     assert pending_slot.versions.get(state="active")  # never touched: still its old key
-    assert first_old.state == "retired" and first_old.grace_until is None  # held for the re-key back
-
+    assert campaigns.versions_owed(pending_slot.card) == []
+    # the re-key back: a new pending version holding the old key, unwrapped and rewrapped in Vault
+    assert [p for _, p in transit_calls if "/decrypt/" in p or "/encrypt/" in p] != []
     back = campaigns.versions_owed(rotated_slot.card)
-    assert len(back) == 1 and back[0].current == first_new and back[0].target == first_old
-    campaigns.campaign_card_rotated(version=first_old)
+    assert len(back) == 1 and back[0].current == first_new
+    restore = back[0].target
     first_old.refresh_from_db()
+    assert (restore.state, restore.kcv, restore.number) == ("pending", first_old.kcv, first_new.number + 1)
+    with services.card_keys_unwrap(versions=[restore, first_old], purpose="test") as keys:
+        assert keys[restore.pk] == keys[first_old.pk]
+
+    campaigns.campaign_card_rotated(version=restore)
+    restore.refresh_from_db()
     first_new.refresh_from_db()
-    assert (first_old.state, first_new.state) == ("active", "retired")
+    assert (restore.state, first_new.state) == ("active", "retired")
     progress = campaigns.campaign_progress(campaign)
     assert (progress["restored"], progress["cancelled"]) == (1, 1)
     assert AuditEvent.objects.filter(action="keys.campaign_rolled_back").exists()
+    assert AuditEvent.objects.filter(action="keys.key_restored", key_version=restore.number).exists()
+
+
+def test_a_job_activating_the_version_moves_the_campaign_on(acme, admin, second_admin):
+    """The pipeline's path: the job result activates the pending version; the campaign notices."""
+    from keys.sealing import version_activate
+
+    slot = _cards_with_cmk(acme, 1)[0]
+    campaign = _approved(acme, admin, second_admin)
+    campaigns.campaign_start(actor=admin, campaign=campaign)
+    campaigns.campaign_run_batch(campaign_id=campaign.pk)
+    old = slot.versions.get(state="active")
+    version_activate(campaigns.versions_owed(slot.card)[0].target, grace_days=30)
+    assert campaigns.campaign_sync(campaign) == 1
+    old.refresh_from_db()
+    campaign.refresh_from_db()
+    assert old.grace_until - old.retired_at == timedelta(days=7)  # the campaign's grace, not the default
+    assert campaign.state == CampaignState.COMPLETED
+    assert campaigns.campaign_progress(campaign)["rotated"] == 1
+
+
+def test_a_paused_campaign_withholds_its_pending_versions(acme, admin, second_admin):
+    slot = _cards_with_cmk(acme, 1)[0]
+    campaign = _approved(acme, admin, second_admin)
+    campaigns.campaign_start(actor=admin, campaign=campaign)
+    campaigns.campaign_run_batch(campaign_id=campaign.pk)
+    pending = slot.versions.get(state="pending")
+    assert campaigns.withheld_version_ids(slot.card) == set()
+    campaigns.campaign_pause(actor=admin, campaign=campaign)
+    assert campaigns.withheld_version_ids(slot.card) == {pending.pk}
 
 
 def test_grace_sweep_destroys_retired_versions_in_vault_and_lists_overdue_cards(acme, admin, second_admin):

@@ -12,7 +12,7 @@ from cms.web.access import current, page, reauth_required
 from cms.web.views.cards import _error_messages
 from keys import campaigns as svc
 from keys.models import KeyRole, MasterKeyVersion, VersionState
-from keys.models_campaigns import CampaignTarget, KekRotation, RotationCampaign
+from keys.models_campaigns import CampaignState, CampaignTarget, KekRotation, RotationCampaign
 from keys.selectors import master_key_list
 
 
@@ -59,6 +59,9 @@ def campaign_list(request):
 @page("manage")
 def campaign_detail(request, pk: int):
     campaign = get_object_or_404(_campaigns(request), pk=pk)
+    if campaign.state in (CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.ROLLED_BACK):
+        svc.campaign_sync(campaign)  # take in the cards that jobs rotated since
+        campaign.refresh_from_db()
     progress = svc.campaign_progress(campaign)
     total = progress["total"] or 1
     bar = {name: round(100 * progress[name] / total, 1) for name in ("rotated", "pending", "failed")}
