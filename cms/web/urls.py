@@ -14,6 +14,7 @@ urlpatterns = [
     path("tenants/", cards.tenants, name="tenants"),
     path("profiles/", cards.profiles, name="profiles"),
     path("profiles/<int:pk>/", cards.profile_detail, name="profile"),
+    path("profiles/<int:pk>/plan/", cards.profile_plan, name="profile_plan"),
     path("stations/", cards.station_index, name="stations"),
     path("stations/<int:pk>/approve/", cards.station_approve, name="station_approve"),
     path("stations/<int:pk>/revoke/", cards.station_revoke, name="station_revoke"),

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.django_db
 PUBLIC = {"login", "logout"}
 # Which object of acme_world each parameterised URL opens (add a new page here).
 OBJECT_FOR = {
-    "profile": "profile", "station_approve": "station", "station_revoke": "station", "order": "order",
+    "profile": "profile", "profile_plan": "profile", "station_approve": "station",
+    "station_revoke": "station", "order": "order",
     "job": "job", "card": "card", "card_suspend": "card", "card_resume": "card", "card_revoke": "card",
     "campaign": "campaign", "campaign_approve": "campaign", "campaign_start": "campaign",
     "campaign_pause": "campaign", "campaign_resume": "campaign", "campaign_rollback": "campaign",
@@ -124,6 +125,6 @@ def test_audit_is_for_admins_and_auditors_not_operators(name, acme_world, operat
 
 
 def test_every_page_is_listed_in_a_role_rule_or_open_to_all_roles():
-    readable_by_all = {"dashboard", "tenants", "profiles", "profile", "stations", "orders", "order", "job",
-                       "cards", "card", "reauth", "switch_tenant"}
+    readable_by_all = {"dashboard", "tenants", "profiles", "profile", "profile_plan", "stations", "orders",
+                       "order", "job", "cards", "card", "reauth", "switch_tenant"}
     assert set(_names()) == PUBLIC | MANAGE | AUDIT | readable_by_all

@@ -153,3 +153,25 @@ def test_campaign_pause_resume_and_rollback_from_the_page(acme_world, admin, sec
     assert "cancelled 1" in page
     wrong = client.post(reverse("web:campaign_pause", kwargs={"pk": campaign.pk}), follow=True)
     assert "only a running campaign can be paused" in wrong.content.decode()
+
+
+def test_profile_dry_run_plan_names_keys_by_reference_only(acme_world, operator, acme):
+    from cards.models import CardProfile
+    from keys import services
+    from keys.models import MasterKey
+    from tests.cards.fixtures import desfire_spec
+
+    for name in ("cmk-master", "amk-master"):
+        master = MasterKey.objects.create(tenant=acme, name=name, method="an10922")
+        services.master_key_version_create(master=master, state="active")
+    spec = desfire_spec()
+    spec["applications"][0]["aid"] = "F0A001"
+    profile = CardProfile.objects.create(tenant=acme, name="badge", chip_family="desfire", spec=spec)
+    client = web_client(operator)
+    url = reverse("web:profile_plan", kwargs={"pk": profile.pk})
+    body = client.get(url, {"uid": "04112233445566", "chip_type": "desfire_ev2"}).content.decode()
+    assert 'id="plan-summary"' in body and "desfire.change_key" in body
+    assert "steps" in body and "plan-problem" not in body
+    wrong = client.get(url, {"chip_type": "jcop4"}).content.decode()
+    assert "plan-problem" in wrong and "for desfire cards" in wrong
+    assert "give a card UID, a chip type, or both" in client.get(url, {"uid": ""}).content.decode()

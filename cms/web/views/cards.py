@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from audit.selectors import audit_event_list
 from cardproto.sw import describe
-from cards.models.cards import CardState
+from cards.models.cards import CardState, ChipType
 from cards.selectors import card_list, job_list, order_list, profile_list, station_list, tenant_list
 from cards.services import lifecycle, stations
 from cms.web.access import current, may, page, reauth_required
@@ -189,3 +189,33 @@ def card_revoke(request, pk: int):
     return _card_action(request, pk, lambda card: (
         lifecycle.card_revoke(actor=request.user, card=card, reason=form.cleaned_data["reason"]),
         messages.success(request, f"Card {card.uid} revoked ({form.cleaned_data['reason']}).")))
+
+
+class PlanForm(forms.Form):
+    uid = forms.RegexField(r"^[0-9A-Fa-f]{8,20}$", required=False, label="card UID",
+                           help_text="a registered card (its key ledger is used) or a new one")
+    chip_type = forms.ChoiceField(choices=[("", "from the card"), *ChipType.choices], required=False)
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("uid") and not data.get("chip_type"):
+            raise ValidationError("give a card UID, a chip type, or both")
+        return data
+
+
+@page("view")
+def profile_plan(request, pk: int):
+    """Dry run: the steps a card would get from this profile now (key refs only; no Vault, no keys)."""
+    from cards.services.jobs import plan_preview  # the compiler's service (issue 4)
+
+    profile = get_object_or_404(profile_list(actor=request.user), pk=pk)
+    form = PlanForm(request.GET or None)
+    plan, problem = None, ""
+    if form.is_bound and form.is_valid():
+        try:
+            plan = plan_preview(actor=request.user, profile=profile, uid=form.cleaned_data["uid"] or "",
+                                chip_type=form.cleaned_data["chip_type"] or "").as_dict()
+        except ValidationError as exc:
+            problem = _error_messages(exc)
+    return render(request, "web/profile_plan.html",
+                  {"profile": profile, "form": form, "plan": plan, "problem": problem})
