@@ -131,6 +131,19 @@ def test_campaign_needs_a_second_admin_and_shows_progress(live_server, browser, 
     assert "rotated 2" in progress and "pending 1" in progress
     _shot(carol, "campaign-progress")
 
+    carol.click("#rollback")
+    carol.wait_for_selector("#campaign-state:has-text('Rolled back')")
+    progress = carol.inner_text("#progress")
+    assert "re-key back 2" in progress and "cancelled 1" in progress
+    _shot(carol, "campaign-rolled-back")
+    # the two rotated cards now owe their old key back; the third was never touched
+    assert [len(campaigns.versions_owed(card)) for card in cards] == [1, 1, 0]
+
+    carol.click("nav >> text=Audit")
+    carol.click("text=Verify chain")
+    assert "Chain intact" in carol.inner_text("#verify-result")
+    _shot(carol, "audit-verified")
+
 
 def test_revoke_a_card_with_a_reason(live_server, browser, acme):
     from cards.models import Card
