@@ -7,7 +7,7 @@ from django.shortcuts import render
 from cards.models.cards import CardState
 from cards.selectors import card_list, station_list
 from cms.web.access import current, page
-from keys.models import KeyVersion, VersionState
+from keys.models import VersionState
 from keys.selectors import key_version_list
 
 
@@ -34,6 +34,4 @@ def dashboard(request):
         "card_states": card_states, "card_total": sum(by_state.values()),
         "stations_online": sum(s.online for s in stations), "stations_total": len(stations),
         "key_versions": _bars(versions),
-        "overdue_retired": KeyVersion.objects.filter(slot__tenant=tenant, state=VersionState.RETIRED,
-                                                     grace_until__isnull=False).count(),
     })
