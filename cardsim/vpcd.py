@@ -165,7 +165,11 @@ class VpcdBridge:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"vpcd-{self.port}", daemon=True)
         self._thread.start()
-        self.insert(wait=wait, timeout=timeout)
+        try:
+            self.insert(wait=wait, timeout=timeout)
+        except BaseException:
+            self.stop()  # give the slot back: nobody will call stop() on a bridge that never started
+            raise
         return self
 
     def insert(self, *, wait: bool = True, timeout: float = 15.0) -> None:

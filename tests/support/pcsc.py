@@ -69,8 +69,11 @@ def default_reader_names() -> dict[int, str]:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the group marks
 def pytest_collection_modifyitems(config, items):
-    """Every pcsc test joins the xdist group "pcsc" (one worker runs them all under loadgroup)."""
+    """Every test that uses pcscd is a pcsc test and joins the xdist group "pcsc" (under loadgroup one
+    worker runs them all, so one run never holds more readers than its tests need at once)."""
     for item in items:
+        if "pcscd" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("pcsc"):
+            item.add_marker(pytest.mark.pcsc)
         if item.get_closest_marker("pcsc") and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group("pcsc"))
 
@@ -292,12 +295,16 @@ def start_bridge(card: VirtualCard, pcscd: Pcscd, timeout: float = 120.0) -> Vpc
         time.sleep(0.25)
 
 
-def free_port(pcscd: Pcscd) -> int:
-    """A vpcd port no bridge holds right now (for a `python -m cardsim` subprocess)."""
-    for port in pcscd.ports:
-        if not port_in_use(port):
-            return port
-    pytest.fail(f"every vpcd slot {pcscd.ports} is busy")
+def free_port(pcscd: Pcscd, timeout: float = 120.0) -> int:
+    """A vpcd port no bridge holds right now (for a `python -m cardsim` subprocess), waiting for one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for port in pcscd.ports:
+            if not port_in_use(port):
+                return port
+        if time.monotonic() > deadline:
+            pytest.fail(f"every vpcd slot {pcscd.ports} stayed busy for {timeout:.0f} s")
+        time.sleep(0.25)
 
 
 @pytest.fixture
