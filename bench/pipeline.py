@@ -1,0 +1,257 @@
+"""Benchmark: cards per second through the whole pipeline with 1, 4 and 16 stations (prints, never asserts).
+
+Every part is real except the reader: the CMS runs as `bin/start` runs it (`manage.py runstack`: local
+OpenBao, gunicorn, the Celery worker on queue `cms`), in a throwaway instance folder, on Redis DB 10.
+Each station is an agent process (`readeragent.worker.Agent` with its own Celery worker bound to
+`station.<code>`), enrolled over HTTP with the one-time token and approved. Instead of pcscd (which has
+a handful of vpcd slots on this machine) each station presents in-process cardsim DESFire EV2 cards one
+after the other: report `card_presented` -> CMS job -> agent runs it -> `cms.job_result` -> next card.
+
+Printed per configuration: cards/s over the whole run (first report to last result sent), per-card
+latency at the station (report -> result sent; median, p99), time inside the virtual card, the agent's
+own time (verify, unseal, run, sign), and the agents' peak resident memory. The CMS's own time per card
+and its Vault round trips are measured in-process by bench/cms_pipeline.py.
+
+Run: .venv/bin/python -m bench.pipeline [--cards 200] [--stations 1,4,16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BROKER = "redis://127.0.0.1:6379/10"
+
+SPEC = {
+    "schema": 1, "chip_family": "desfire",
+    "picc": {"transport_key": {"master": None, "key_type": "2k3des"},
+             "master_key": {"policy": "diversified", "master": "cmk-master", "key_type": "aes128"},
+             "key_settings": 0x0B},
+    "applications": [{
+        "aid": "F0D001", "key_settings": 0x0B, "key_type": "aes128", "num_keys": 3,
+        "keys": [{"key_no": 0, "role": "amk", "policy": "diversified", "master": "amk-master"},
+                 {"key_no": 1, "role": "read", "policy": "random"},
+                 {"key_no": 2, "role": "write", "policy": "random"}],
+        "files": [{"file_no": 1, "type": "standard", "comm_mode": "full",
+                   "access": {"read": 1, "write": 2, "read_write": 0, "change": 0},
+                   "size": 32, "initial_data_hex": "C0FFEE"}]}]}
+
+SETUP = """
+import json
+from django.contrib.auth import get_user_model
+from cards.models import Tenant
+from cards.services.profiles import profile_create
+from keys import services
+admin = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+tenant = Tenant.objects.get(slug="demo")
+for name in ("cmk-master", "amk-master"):
+    services.master_key_version_create(master=services.master_key_create(tenant=tenant, name=name,
+                                       method="an10922", actor=admin), state="active", actor=admin)
+profile = profile_create(actor=admin, tenant=tenant, name="bench", spec=json.loads(@SPEC@))
+print("E2E " + json.dumps({"profile": profile.pk}))
+"""
+
+STATIONS = """
+import json
+from django.contrib.auth import get_user_model
+from cards.models import Tenant, CardProfile, Order
+from cards.services.stations import station_create
+admin = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+tenant = Tenant.objects.get(slug="demo")
+out = {}
+for code in @CODES@:
+    station, token = station_create(actor=admin, tenant=tenant, code=code, line="bench")
+    out[code] = token
+print("E2E " + json.dumps(out))
+"""
+
+APPROVE = """
+import json
+from django.contrib.auth import get_user_model
+from cards.models import Station, Order, CardProfile
+from cards.services.stations import station_approve
+admin = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+profile = CardProfile.objects.get(pk=@PROFILE@)
+for code in @CODES@:
+    station = station_approve(actor=admin, station=Station.objects.get(code=code))
+    Order.objects.create(tenant=station.tenant, profile=profile, station=station, quantity=@QUANTITY@,
+                         idempotency_key="bench-" + code, request_fingerprint="0" * 64)
+print("E2E " + json.dumps({"approved": len(@CODES@)}))
+"""
+
+JOBS = """
+import json
+from cards.models import Job
+rows = Job.objects.filter(station__code__in=@CODES@).values_list("state", flat=True)
+out = {}
+for state in rows:
+    out[state] = out.get(state, 0) + 1
+print("E2E " + json.dumps(out))
+"""
+
+
+# --- one virtual station (a child process) ---------------------------------------------------------
+
+class TimedCard:
+    """An in-process virtual card as a Transport, adding up the time spent inside the card."""
+
+    def __init__(self, card) -> None:
+        self.card = card
+        self.seconds = 0.0
+
+    def transmit(self, apdu: bytes) -> bytes:
+        start = time.perf_counter()
+        try:
+            return self.card.transmit(apdu)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def station_main(args) -> None:
+    from cardsim.desfire import DESFireCard
+    from readeragent.identity import Identity
+    from readeragent.ledger import ReplayLedger
+    from readeragent.monitor import make_report
+    from readeragent.worker import STATION_REPORT, Agent, make_app, register
+
+    identity = Identity.load(Path(args.home))
+    current: dict = {}
+    finished = threading.Event()
+    agent = Agent(identity, Path(args.home), None, make_app(BROKER), ReplayLedger.in_home(args.home),
+                  card_source=lambda: (current["transport"], current["uid"], lambda: None))
+    handle = agent.handle_job
+    timings: list[dict] = []
+
+    def handle_job(envelope):
+        start = time.perf_counter()
+        result = handle(envelope)
+        current["agent_s"] = time.perf_counter() - start
+        current["state"] = result["state"]
+        finished.set()
+        return result
+
+    agent.handle_job = handle_job
+    register(agent)
+
+    def present() -> None:
+        time.sleep(1.0)  # let the worker subscribe
+        for _ in range(args.cards):
+            card = DESFireCard("ev2", picc_key_type="des")
+            current.update(transport=TimedCard(card), uid=card.uid.hex().upper())
+            finished.clear()
+            t0 = time.time()
+            agent.send(STATION_REPORT, make_report(identity, "card_presented", "bench", uid=current["uid"],
+                                                   atr=card.atr.hex().upper(), chip_type="desfire_ev2"))
+            if not finished.wait(60):
+                timings.append({"state": "timeout"})
+                break
+            timings.append({"t0": t0, "t1": time.time(), "card_s": current["transport"].seconds,
+                            "agent_s": current["agent_s"], "state": current["state"]})
+        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        Path(args.out).write_text(json.dumps({"timings": timings, "rss_kb": rss_kb}))
+        os.kill(os.getpid(), 15)  # warm shutdown of the worker below
+
+    threading.Thread(target=present, daemon=True).start()
+    agent.app.worker_main(["worker", "-Q", identity.queue, "-P", "solo", "-c", "1",
+                           "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
+                           "--without-heartbeat", "-l", "WARNING",
+                           "-n", f"bench-{identity.station}@%h"])
+
+
+# --- the driver ----------------------------------------------------------------------------------------
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run_config(stack, profile: int, stations: int, cards: int, work: Path) -> None:
+    from readeragent.identity import enroll
+
+    per_station = max(1, -(-cards // stations))
+    codes = [f"bench-{stations}-{i}-{secrets.token_hex(2)}" for i in range(stations)]
+    tokens = stack.shell(STATIONS.replace("@CODES@", repr(codes)))
+    homes = {}
+    for code in codes:
+        homes[code] = work / code
+        enroll(cms_url=stack.url, station=code, token=tokens[code], home=homes[code])
+    stack.shell(APPROVE.replace("@CODES@", repr(codes)).replace("@PROFILE@", str(profile))
+                .replace("@QUANTITY@", str(per_station)))
+    children = []
+    started = time.time()
+    for code in codes:
+        out = homes[code] / "timings.json"
+        children.append((out, subprocess.Popen(
+            [sys.executable, "-m", "bench.pipeline", "station", "--home", str(homes[code]), "--cards",
+             str(per_station), "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+            stderr=open(homes[code] / "station.log", "w"))))  # noqa: SIM115
+    for _, child in children:
+        child.wait(timeout=1800)
+    timings, rss = [], []
+    for out, _ in children:
+        data = json.loads(out.read_text()) if out.exists() else {"timings": [], "rss_kb": 0}
+        timings += data["timings"]
+        rss.append(data["rss_kb"])
+    ok = [t for t in timings if t.get("state") == "succeeded"]
+    if not ok:
+        print(f"{stations:>3} stations: no card succeeded; see {work}/*/station.log")
+        return
+    first, last = min(t["t0"] for t in ok), max(t["t1"] for t in ok)
+    latency = [(t["t1"] - t["t0"]) * 1000 for t in ok]
+    card_ms = [t["card_s"] * 1000 for t in ok]
+    agent_ms = [t["agent_s"] * 1000 for t in ok]
+    states = stack.shell(JOBS.replace("@CODES@", repr(codes)))
+    rate = len(ok) / (last - first)
+    median, p99 = statistics.median(latency), _percentile(latency, .99)
+    print(f"{stations:>3} stations, {len(ok):>4}/{len(timings)} cards ok: {rate:6.1f} cards/s | per card "
+          f"report->result median {median:6.1f} ms, p99 {p99:6.1f} ms"
+          f" | in card {statistics.median(card_ms):5.1f} ms | agent {statistics.median(agent_ms):5.1f} ms "
+          f"| agent peak RSS {max(rss) / 1024:5.1f} MiB | CMS jobs {states} "
+          f"| wall {time.time() - started:5.1f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    station = sub.add_parser("station")
+    station.add_argument("--home", required=True)
+    station.add_argument("--cards", type=int, required=True)
+    station.add_argument("--out", required=True)
+    parser.add_argument("--cards", type=int, default=200,
+                        help="cards per configuration (split over its stations)")
+    parser.add_argument("--stations", default="1,4,16")
+    args = parser.parse_args()
+    if args.command == "station":
+        station_main(args)
+        return
+
+    import redis
+
+    from tests.e2e.stack import start_stack, stop_stack
+
+    redis.Redis.from_url(BROKER).flushdb()
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    print(f"starting the CMS stack in {work} ...", flush=True)
+    stack = start_stack(work / "instance", BROKER)
+    try:
+        profile = stack.shell(SETUP.replace("@SPEC@", repr(json.dumps(SPEC))))["profile"]
+        print(f"CPU cores: {os.cpu_count()}; CMS worker concurrency 2 (runstack); Redis {BROKER}", flush=True)
+        for count in (int(n) for n in args.stations.split(",")):
+            run_config(stack, profile, count, args.cards, work)
+    finally:
+        stop_stack(stack)
+
+
+if __name__ == "__main__":
+    main()
