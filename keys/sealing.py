@@ -15,11 +15,12 @@ Plain keys only ever exist as `KeyBytes` inside the context manager, which wipes
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -28,7 +29,7 @@ from keys import keystore
 from keys.errors import KeyStateError, KeystoreError
 from keys.kcv import kcv, scheme_for_role
 from keys.models import KeyPolicy, KeySlot, KeyVersion, MasterKeyVersion, VersionState
-from keys.services import _next_number, _source_ref, derive_card_key, key_versions_create_random
+from keys.services import _next_number, _source_ref, derive_card_key, tenant_kek_ensure
 from readeragent import protocol
 
 _KV = re.compile(r"^kv-(?P<id>[0-9]{1,18})$")
@@ -64,53 +65,94 @@ def parse_ref(ref: str) -> tuple[str, str | int, str]:
 
 # --- pending versions for a plan ------------------------------------------------------------------
 
-@transaction.atomic
-def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None,
-                                job_id: str = "") -> list[KeyVersion]:
-    """One new pending version per slot of ONE card, without a Vault round trip per key.
+_kek_known: set[tuple[str, str, int]] = set()
 
-    Random slots: generated and wrapped in one Transit batch (keys.services). Diversified slots:
-    rows naming the master's active version; their KCV is filled in by `job_keys_unwrap`, from
-    the same batch that unwraps the job's keys (keys.services would unwrap once per version).
+
+def _ensure_kek_once(tenant, actor) -> None:
+    """The tenant KEK is checked (and created, audited) once per process and Vault, not once per card."""
+    key = (settings.VAULT_ADDR, settings.VAULT_PREFIX, tenant.pk)
+    if key not in _kek_known:
+        tenant_kek_ensure(tenant=tenant, actor=actor)
+        _kek_known.add(key)
+
+
+def _event(action: str, version: KeyVersion, slot: KeySlot, *, actor, job_id: str, details: dict) -> None:
+    record_event(action=action, actor=actor, tenant=slot.tenant, job_id=job_id, card_uid=slot.card.uid,
+                 aid=slot.application.aid if slot.application_id else "", key_no=slot.key_no,
+                 key_version=version.number, details={"role": slot.role, "policy": version.policy, **details})
+
+
+@transaction.atomic
+def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id: str = "",
+                                keep: dict[str, keystore.KeyBytes] | None = None) -> list[KeyVersion]:
+    """One new pending version per slot of ONE card, with as few Vault round trips as the keystore allows.
+
+    Random slots: generated here, wrapped in one Transit batch, stored with one KV write (as
+    keys.services does); with `keep`, the plain keys are also handed to the caller under their
+    ``kv-<id>`` refs, so the job need not read them back from Vault (the caller wipes them).
+    Diversified slots: rows naming the master's active version; their KCV is filled in by
+    `job_keys_unwrap` from the same batch that unwraps the job's keys.
     """
-    random = [s for s in slots if s.policy == KeyPolicy.RANDOM]
-    diversified = [s for s in slots if s.policy == KeyPolicy.DIVERSIFIED]
-    versions = key_versions_create_random(slots=random, actor=actor) if random else []
-    if diversified:
-        locked = {s.pk: s for s in KeySlot.objects.select_for_update(of=("self",)).select_related(
-            "tenant", "card", "application", "master").filter(pk__in=[s.pk for s in diversified])}
-        for slot in diversified:
-            slot = locked[slot.pk]
-            if slot.master is None:
-                raise KeyStateError(f"slot {slot.pk} is diversified but names no master key")
-            master_version = (slot.master.versions.filter(state=VersionState.ACTIVE).order_by("-number")
-                              .first())
-            if master_version is None:
-                raise KeyStateError(f"master key {slot.master.name} has no active version")
-            version = KeyVersion.objects.create(slot=slot, number=_next_number(slot),
-                                                state=VersionState.PENDING, policy=KeyPolicy.DIVERSIFIED,
-                                                master_version=master_version)
-            record_event(action="keys.key_diversified", actor=actor, tenant=slot.tenant, job_id=job_id,
-                         card_uid=slot.card.uid, aid=slot.application.aid if slot.application_id else "",
-                         key_no=slot.key_no, key_version=version.number,
-                         details={"role": slot.role, "policy": version.policy,
-                                  "master_key": slot.master.name, "master_version": master_version.number,
-                                  "method": slot.master.method, "kcv": "computed at first unwrap"})
-            versions.append(version)
+    if not slots:
+        return []
+    locked = {s.pk: s for s in KeySlot.objects.select_for_update(of=("self",)).select_related(
+        "tenant", "card", "application", "master").filter(pk__in=[s.pk for s in slots])}
+    if len({s.card_id for s in locked.values()}) != 1:
+        raise KeystoreError("pending key versions are created one card at a time")
+    ordered = [locked[s.pk] for s in slots]
+    versions: list[KeyVersion] = []
+    random = [s for s in ordered if s.policy == KeyPolicy.RANDOM]
+    if random:
+        tenant = random[0].tenant
+        _ensure_kek_once(tenant, actor)
+        plan = []
+        for slot in random:
+            number = _next_number(slot)
+            plan.append((slot, number, keystore.card_key_ref(tenant_id=tenant.pk, card_id=slot.card_id,
+                                                             slot_id=slot.pk, number=number)))
+        with keystore.generate(tenant.pk, [ref for _, _, ref in plan], replace=True) as keys:
+            for slot, number, ref in plan:
+                version = KeyVersion.objects.create(slot=slot, number=number, state=VersionState.PENDING,
+                                                    policy=KeyPolicy.RANDOM, vault_ref=str(ref),
+                                                    kcv=kcv(keys[ref], scheme_for_role(slot.role)))
+                version.slot = slot
+                if keep is not None:
+                    keep[kv_ref(version)] = keystore.KeyBytes(keys[ref])
+                versions.append(version)
+                _event("keys.key_generated", version, slot, actor=actor, job_id=job_id,
+                       details={"ref": version.vault_ref, "source": "cms", "kcv": version.kcv})
+    for slot in ordered:
+        if slot.policy != KeyPolicy.DIVERSIFIED:
+            continue
+        if slot.master is None:
+            raise KeyStateError(f"slot {slot.pk} is diversified but names no master key")
+        master_version = slot.master.versions.filter(state=VersionState.ACTIVE).order_by("-number").first()
+        if master_version is None:
+            raise KeyStateError(f"master key {slot.master.name} has no active version")
+        version = KeyVersion.objects.create(slot=slot, number=_next_number(slot), state=VersionState.PENDING,
+                                            policy=KeyPolicy.DIVERSIFIED, master_version=master_version)
+        version.slot = slot
+        versions.append(version)
+        _event("keys.key_diversified", version, slot, actor=actor, job_id=job_id,
+               details={"master_key": slot.master.name, "master_version": master_version.number,
+                        "method": slot.master.method, "kcv": "computed at first unwrap"})
     return versions
 
 
 # --- unwrap for a job -------------------------------------------------------------------------------
 
 @contextmanager
-def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None
-                    ) -> Iterator[dict[str, keystore.KeyBytes]]:
+def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None,
+                    known: Mapping[str, bytearray] | None = None) -> Iterator[dict[str, keystore.KeyBytes]]:
     """Every ref of a job's script as plain keys, from ONE Transit batch decrypt; wiped on exit.
 
     All refs must belong to `card` (its key versions, or master versions of its tenant). One
-    audit event names every Vault reference before any key is produced.
+    audit event names every Vault reference before any key is produced. Refs in `known` (keys
+    this process has just generated and stored) are copied from there instead of read back.
     """
-    refs = sorted(set(refs))
+    wanted = set(refs)
+    known = {ref: key for ref, key in (known or {}).items() if ref in wanted}
+    refs = sorted(wanted - set(known))
     parsed = {ref: parse_ref(ref) for ref in refs}
     kv_ids = [ident for kind, ident, _ in parsed.values() if kind == "kv"]
     mkv_ids = [ident for kind, ident, _ in parsed.values() if kind == "mkv"]
@@ -140,7 +182,7 @@ def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None
             record_event(action="keys.unwrapped", actor=actor, tenant=card.tenant, job_id=job_id,
                          card_uid=card.uid, details={"refs": sorted({str(r) for r in sources.values()}),
                                                      "count": len(sources), "purpose": "job"})
-    out: dict[str, keystore.KeyBytes] = {}
+    out: dict[str, keystore.KeyBytes] = {ref: keystore.KeyBytes(key) for ref, key in known.items()}
     try:
         with keystore.unwrap(card.tenant_id, set(sources.values())) as plain:
             new_kcvs: list[KeyVersion] = []
@@ -189,16 +231,20 @@ def seal_for_station(keys: dict[str, bytearray], *, hpke_public_key_hex: str, jo
 
 
 def version_activate(version: KeyVersion, *, grace_days: int, actor=None, job_id: str = "",
-                     evidence: dict | None = None) -> KeyVersion | None:
+                     evidence: dict | None = None, audit: bool = True) -> dict | None:
     """pending -> active because the card confirmed it; the slot's previous active version retires with grace.
 
-    Returns the retired predecessor (or None). Runs inside the caller's transaction, rows locked.
+    Returns what changed ({"key_version", "kcv", "retired", "grace_until"}) or None if the version
+    was not pending. Runs inside the caller's transaction, rows locked. With `audit=False` the
+    caller records the change in its own event (the card step that confirmed it), in the same
+    transaction: one event per confirmation instead of three.
     """
     version = KeyVersion.objects.select_for_update(of=("self",)).select_related(
         "slot__tenant", "slot__card", "slot__application").get(pk=version.pk)
     if version.state != VersionState.PENDING:
         return None
     now = timezone.now()
+    change: dict = {"key_version": version.number, "kcv": version.kcv}
     previous = (KeyVersion.objects.select_for_update(of=("self",))
                 .filter(slot_id=version.slot_id, state=VersionState.ACTIVE).first())
     slot = version.slot
@@ -208,14 +254,17 @@ def version_activate(version: KeyVersion, *, grace_days: int, actor=None, job_id
         previous.state, previous.retired_at = VersionState.RETIRED, now
         previous.grace_until = now + timedelta(days=grace_days)
         previous.save(update_fields=["state", "retired_at", "grace_until"])
-        record_event(action="keys.key_retired", actor=actor, key_version=previous.number,
-                     details={"role": slot.role, "grace_until": previous.grace_until.isoformat(),
-                              "successor": version.number}, **common)
+        change.update(retired=previous.number, grace_until=previous.grace_until.isoformat())
+        if audit:
+            record_event(action="keys.key_retired", actor=actor, key_version=previous.number,
+                         details={"role": slot.role, "grace_until": previous.grace_until.isoformat(),
+                                  "successor": version.number}, **common)
     version.state, version.activated_at = VersionState.ACTIVE, now
     version.save(update_fields=["state", "activated_at"])
-    record_event(action="keys.key_activated", actor=actor, key_version=version.number,
-                 details={"role": slot.role, "kcv": version.kcv, "evidence": evidence or {}}, **common)
-    return previous
+    if audit:
+        record_event(action="keys.key_activated", actor=actor, key_version=version.number,
+                     details={"role": slot.role, "kcv": version.kcv, "evidence": evidence or {}}, **common)
+    return change
 
 
 __all__ = ["default_ref", "job_keys_unwrap", "key_versions_create_pending", "kv_ref", "mkv_ref",

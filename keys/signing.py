@@ -12,6 +12,7 @@ import base64
 import binascii
 import re
 import threading
+import time
 from collections.abc import Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,6 +24,8 @@ from readeragent import protocol
 
 _VAULT_SIGNATURE = re.compile(r"^vault:v(?P<version>[0-9]{1,6}):(?P<b64>[A-Za-z0-9+/=]+)$")
 _public_keys: dict[tuple[str, str, int], bytes] = {}
+_latest: dict[tuple[str, str], tuple[int, float]] = {}
+LATEST_TTL_SECONDS = 60
 _lock = threading.Lock()
 
 
@@ -70,13 +73,23 @@ def _remember(data: dict) -> None:
 
 
 def public_key(version: int | None = None) -> tuple[bytes, int]:
-    """(raw 32-byte Ed25519 public key, version): the latest version unless one is named."""
+    """(raw 32-byte Ed25519 public key, version): the latest version unless one is named.
+
+    The latest version number is re-read from Transit at most every LATEST_TTL_SECONDS: after a
+    rotation, jobs may be signed with the previous version for that long, which stations accept.
+    """
+    where = (settings.VAULT_ADDR, signing_key_name())
+    if version is None:
+        latest = _latest.get(where)
+        if latest is not None and time.monotonic() - latest[1] < LATEST_TTL_SECONDS:
+            version = latest[0]
     if version is not None:
-        cached = _public_keys.get((settings.VAULT_ADDR, signing_key_name(), version))
+        cached = _public_keys.get((*where, version))
         if cached is not None:
             return cached, version
     data = ensure_signing_key()
     number = int(data["latest_version"]) if version is None else version
+    _latest[where] = (int(data["latest_version"]), time.monotonic())
     raw = _public_keys.get((settings.VAULT_ADDR, signing_key_name(), number))
     if raw is None:
         raise KeystoreError(f"the job-signing key has no version {number}")
@@ -131,3 +144,4 @@ def forget_public_keys() -> None:
     """For tests that point the CMS at another Vault."""
     with _lock:
         _public_keys.clear()
+        _latest.clear()

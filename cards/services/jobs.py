@@ -56,7 +56,7 @@ STEP_ACTIONS = {
     "gp.store_data": "card.data_stored", "desfire.create_application": "card.application_created",
     "desfire.create_file": "card.file_created", "desfire.change_key_settings": "card.key_settings_changed",
     "gp.install": "card.applet_installed", "gp.delete": "card.applet_deleted", "gp.lock_card": "card.locked",
-    "gp.set_status": "card.status_set", "desfire.commit": "card.committed",
+    "gp.set_status": "card.status_set",
     "desfire.get_key_version": "card.probed", "gp.key_information": "card.probed",
 }
 
@@ -356,18 +356,31 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
         raise Refused("profile", f"profile {profile} is for {profile.chip_family} cards, "
                                  f"not {card.chip_type}")
     _ensure_layout(card, profile.spec)
+    fresh: dict[str, bytearray] = {}  # random keys generated for this job, handed to the sealing
     try:
-        plan = plan_for(card, profile)
+        return _plan_and_send(station=station, card=card, order=order, profile=profile, uid=uid, atr=atr,
+                              presentation_key=presentation_key, resumes=resumes, fresh=fresh)
+    finally:
+        protocol.wipe_keys(fresh)
+
+
+def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key, resumes,
+                   fresh: dict[str, bytearray]) -> tuple[Job | None, dict | None]:
+    try:
+        ledger = ledger_for(card, card.tenant_id)
+        plan = compile_plan(card, profile, ledger)
         if plan.probe and plan.empty:
             # nothing known to be in flight: the probe has nothing to ask
-            card.probe_required = False
-            plan = plan_for(card, profile)
+            card.probe_required = ledger.probe_required = False
+            plan = compile_plan(card, profile, ledger)
         if plan.needs_versions:
             slots = {slot_label(s): s
                      for s in KeySlot.objects.filter(card=card).select_related("application")}
-            sealing.key_versions_create_pending(slots=[slots[s.label] for s in plan.needs_versions],
-                                                actor=None)
-            plan = plan_for(card, profile)
+            created = sealing.key_versions_create_pending(
+                slots=[slots[s.label] for s in plan.needs_versions], actor=None, keep=fresh)
+            for version in created:
+                ledger.pending[slot_label(version.slot)] = Held(version.pk, version.number)
+            plan = compile_plan(card, profile, ledger)
     except PlanError as exc:
         raise Refused("profile", str(exc)) from None
     if not plan.ready:
@@ -398,7 +411,7 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
                             "probe": plan.probe,
                             "steps": len(plan.steps), "refs": plan.refs,
                             "resumes": str(resumes.id) if resumes else ""})
-    envelope = _seal_and_sign(job, card, station, plan)
+    envelope = _seal_and_sign(job, card, station, plan, fresh)
     job.move_to(JobState.DISPATCHED)
     job.dispatched_at = timezone.now()
     job.deliveries = 1
@@ -407,10 +420,10 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
     return job, envelope
 
 
-def _seal_and_sign(job: Job, card: Card, station: Station, plan: Plan) -> dict:
+def _seal_and_sign(job: Job, card: Card, station: Station, plan: Plan, fresh: dict[str, bytearray]) -> dict:
     issued_at = int(time.time())
     expires_at = issued_at + job_ttl_seconds()
-    with sealing.job_keys_unwrap(card=card, refs=plan.refs, job_id=str(job.id)) as keys:
+    with sealing.job_keys_unwrap(card=card, refs=plan.refs, job_id=str(job.id), known=fresh) as keys:
         sealed = sealing.seal_for_station(keys, hpke_public_key_hex=station.hpke_public_key,
                                           job_id=str(job.id), station=station.code, expires_at=expires_at)
     envelope = {"v": protocol.PROTOCOL_VERSION, "job_id": str(job.id), "station": station.code,
@@ -543,7 +556,10 @@ def _apply_result(job_pk, result: dict) -> dict:
         observed = entry.get("observed") if isinstance(entry.get("observed"), dict) else {}
         # The ledger moves by OUR script's confirms, never by what the result claims to confirm.
         confirmed = [versions_by_id[i] for i in _confirmed_ids(step.get("confirms")) if i in versions_by_id]
-        action = STEP_ACTIONS.get(op, "card.step")
+        action = STEP_ACTIONS.get(op)
+        if action is None and status == "done":
+            continue  # a select or a commit that went through changes no security state
+        action = action or "card.step_failed"
         details = {"op": op, "step": entry["index"], "status": status, "label": step.get("label", "")}
         if op in ("desfire.authenticate", "desfire.change_key", "desfire.get_key_version"):
             details["key_no"] = step.get("key_no")
@@ -554,17 +570,18 @@ def _apply_result(job_pk, result: dict) -> dict:
         if observed:
             details["observed"] = {k: v for k, v in observed.items()
                                    if isinstance(v, bool | int | str | list)}
+        if status == "done" and confirmed:
+            # the card proved the key: active now, recorded in this step's own event
+            changes = [sealing.version_activate(version, grace_days=grace, job_id=str(job.id), audit=False)
+                       for version in confirmed]
+            details["activated"] = [c for c in changes if c]
+        elif status == "in_flight" and confirmed:
+            card.probe_required = True
+            details["in_flight"] = [v.number for v in confirmed]
         record_event(action=action, actor_type="station", actor_name=station.code, tenant=card.tenant,
                      result={"done": "success", "failed": "failure", "in_flight": "unknown"}[status],
                      key_version=confirmed[0].number if len(confirmed) == 1 else None,
                      details=details, **common)
-        if status == "done" and confirmed:
-            for version in confirmed:
-                sealing.version_activate(version, grace_days=grace, job_id=str(job.id),
-                                         evidence={"step": entry["index"], "op": op,
-                                                   **details.get("observed", {})})
-        elif status == "in_flight" and confirmed:
-            card.probe_required = True
         if probe and status == "done" and str(step.get("label", "")).startswith("probe."):
             probe_answers += _resolve_probe(card, step, observed, grace, str(job.id))
     state = result["state"]

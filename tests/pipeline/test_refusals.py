@@ -166,11 +166,12 @@ def test_forged_tampered_and_foreign_results_are_refused_and_change_nothing(cms,
 def test_replayed_result_is_refused_and_counts_once(cms, station, dispatched):
     result = station.result(dispatched)
     assert cms.result(result)["state"] == "succeeded"
-    activated = AuditEvent.objects.filter(action="keys.key_activated").count()
+    changed = AuditEvent.objects.filter(action="card.key_changed").count()
+    assert changed == 4
     assert cms.result(result) == {"status": "refused", "reason": "replay"}
     job = Job.objects.select_related("order").get(pk=dispatched["job_id"])
     assert job.order.cards_done == 1
-    assert AuditEvent.objects.filter(action="keys.key_activated").count() == activated
+    assert AuditEvent.objects.filter(action="card.key_changed").count() == changed
 
 
 def test_result_steps_that_do_not_match_the_script_are_refused(cms, station, dispatched):

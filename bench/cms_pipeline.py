@@ -1,0 +1,215 @@
+"""Benchmark: the CMS's own time per card, presented -> job sent -> result recorded (prints, never asserts).
+
+For N cards it runs the two CMS tasks' functions (`cms.station_report`, `cms.job_result`) in this
+process, against a throwaway OpenBao (cms.localvault, temp folder, free port), a scratch SQLite
+database (or PostgreSQL with --postgres) and the real Redis broker (the job goes to a
+`station.bench-*` queue that is deleted at the end). Between the two, the station's part -- open the
+sealed keys, run the compiled script on an in-process cardsim DESFire EV2 card, sign the result -- is
+timed separately and NOT counted: the figure is CMS overhead only. It also counts Vault round
+trips per card, by kind.
+
+Run: .venv/bin/python bench/cms_pipeline.py [--cards 200] [--postgres]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+SPEC = {
+    "schema": 1, "chip_family": "desfire",
+    "picc": {"transport_key": {"master": None, "key_type": "aes128"},
+             "master_key": {"policy": "diversified", "master": "cmk-master", "key_type": "aes128"},
+             "key_settings": 0x0B},
+    "applications": [{
+        "aid": "F0A001", "key_settings": 0x0B, "key_type": "aes128", "num_keys": 3,
+        "keys": [{"key_no": 0, "role": "amk", "policy": "diversified", "master": "amk-master"},
+                 {"key_no": 1, "role": "read", "policy": "random"},
+                 {"key_no": 2, "role": "write", "policy": "random"}],
+        "files": [{"file_no": 1, "type": "standard", "comm_mode": "full",
+                   "access": {"read": 1, "write": 2, "read_write": 0, "change": 0},
+                   "size": 32, "initial_data_hex": "C0FFEE"},
+                  {"file_no": 2, "type": "backup", "comm_mode": "mac",
+                   "access": {"read": 1, "write": 0, "read_write": 0, "change": 0},
+                   "size": 16, "initial_data_hex": "0102"}]}]}
+
+
+def _free_port_pair() -> int:
+    while True:
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cards", type=int, default=200)
+    parser.add_argument("--postgres", action="store_true", help="a scratch PostgreSQL database, not SQLite")
+    args = parser.parse_args()
+
+    from cms import localvault
+
+    with tempfile.TemporaryDirectory(prefix="bench-cms-") as folder:
+        instance = localvault.up(Path(folder) / "openbao", port=_free_port_pair(), quiet=True)
+        database = None
+        try:
+            env = {"VAULT_ADDR": instance.addr, "VAULT_TOKEN": instance.cms_token(),
+                   "VAULT_PREFIX": f"cms-bench-{uuid.uuid4().hex[:8]}",
+                   "DJANGO_SETTINGS_MODULE": "cms.settings",
+                   "LOG_LEVEL": "WARNING"}
+            if args.postgres:
+                import psycopg
+
+                database = f"bench_pipeline_{uuid.uuid4().hex[:8]}"
+                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "{database}"')
+                env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{database}"
+            else:
+                env["DATABASE_URL"] = f"sqlite:///{folder}/bench.sqlite3"
+            os.environ.update(env)
+            import django
+
+            django.setup()
+            from django.core.management import call_command
+
+            call_command("migrate", verbosity=0, interactive=False)
+            _run(args)
+        finally:
+            if database:
+                from django.db import connections
+
+                connections.close_all()
+                import psycopg
+
+                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            localvault.down(Path(folder) / "openbao")
+
+
+def _setup(cards: int):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from cards.models import CardProfile, Order, Station, Tenant
+    from keys import services
+    from readeragent import protocol
+
+    tenant = Tenant.objects.create(slug="bench", name="Bench", gp_aid_prefix="A00000061700CAFE0001",
+                                   desfire_aid_first=0xF0A000, desfire_aid_last=0xF0AFFF)
+    for name in ("cmk-master", "amk-master"):
+        master = services.master_key_create(tenant=tenant, name=name, method="an10922")
+        services.master_key_version_create(master=master, state="active")
+    profile = CardProfile.objects.create(tenant=tenant, name="bench", chip_family="desfire", spec=SPEC)
+    hpke, sign = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    station = Station.objects.create(
+        tenant=tenant, code=f"bench-{uuid.uuid4().hex[:6]}", status="approved",
+        hpke_public_key=protocol.public_bytes_x25519(hpke.public_key()).hex(),
+        sign_public_key=protocol.public_bytes_ed25519(sign.public_key()).hex())
+    Order.objects.create(tenant=tenant, profile=profile, station=station, quantity=cards,
+                         idempotency_key="bench", request_fingerprint="0" * 64)
+    return station, hpke, sign
+
+
+def _run(args) -> None:
+    from cardsim.desfire import DESFireCard
+    from cms import vault
+    from cms.celery import app
+    from keys import signing
+    from readeragent import executor, protocol
+
+    station, hpke, sign = _setup(args.cards)
+    sent: list[dict] = []
+    from cards.services import jobs
+
+    real_send = jobs.dispatch
+
+    def send(queue: str, envelope: dict) -> None:
+        real_send(queue, envelope)  # through Redis, as in production
+        sent.append(envelope)
+
+    jobs.dispatch = send
+    calls: Counter = Counter()
+    real_call = vault.call
+
+    def counting(method, path, body=None, *, what):
+        kind = path.split("/")[1] if path.startswith("transit/") else path.split("/")[0] + "/" + \
+            path.split("/")[1]
+        calls[kind] += 1
+        return real_call(method, path, body, what=what)
+
+    vault.call = counting
+    signing.ensure_signing_key()
+    cms_key = None
+    cms_ms, card_ms, station_ms = [], [], []
+    calls.clear()
+    for n in range(args.cards):
+        uid = "04" + n.to_bytes(6, "big").hex().upper()
+        report = protocol.sign_with({"v": 1, "type": "card_presented", "station": station.code,
+                                     "reader": "bench", "uid": uid, "atr": "3B8180018080",
+                                     "at": int(time.time()), "nonce": secrets.token_hex(8)}, sign)
+        t0 = time.perf_counter()
+        answer = jobs.station_report_handle(report)
+        t1 = time.perf_counter()
+        assert answer["status"] == "dispatched", answer
+        envelope = sent[-1]
+        if cms_key is None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+            raw, _ = signing.public_key(envelope["signing_key_version"])
+            cms_key = Ed25519PublicKey.from_public_bytes(raw)
+        protocol.check_envelope(envelope, station=station.code, cms_public_key=cms_key)
+        keys = protocol.open_keys(envelope["sealed_keys"], private_key=hpke, job_id=envelope["job_id"],
+                                  station=station.code, expires_at=envelope["expires_at"])
+        card = DESFireCard("ev2", uid=bytes.fromhex(uid))
+        t2 = time.perf_counter()
+        outcome = executor.run_steps(envelope["script"]["steps"], card, keys, chip_type="desfire_ev2")
+        t3 = time.perf_counter()
+        protocol.wipe_keys(keys)
+        result = protocol.sign_with({"v": 1, "job_id": envelope["job_id"], "station": station.code, **outcome,
+                                     "steps_done": len(outcome["steps"]), "stage": "", "started_at": 0,
+                                     "finished_at": 0}, sign)
+        t4 = time.perf_counter()
+        recorded = jobs.job_result_handle(result)
+        t5 = time.perf_counter()
+        assert recorded["state"] == "succeeded", recorded
+        cms_ms.append((t1 - t0 + t5 - t4) * 1e3)
+        card_ms.append((t3 - t2) * 1e3)
+        station_ms.append((t4 - t1 - (t3 - t2)) * 1e3)
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_delete(f"station.{station.code}")
+
+    from django.db import connection as db
+
+    cms_ms.sort()
+    p99 = cms_ms[min(len(cms_ms) - 1, int(round(0.99 * (len(cms_ms) - 1))))]
+    print(f"{args.cards} DESFire EV2 cards ({len(sent[-1]['script']['steps'])} steps each), {db.vendor}, "
+          f"OpenBao {os.environ['VAULT_ADDR']}, broker {app.conf.broker_url}")
+    print(f"CMS time per card (report -> job sent, result -> recorded): "
+          f"median {statistics.median(cms_ms):.1f} ms, "
+          f"p99 {p99:.1f} ms, mean {statistics.fmean(cms_ms):.1f} ms "
+          f"=> one CMS worker process: {1000 / statistics.fmean(cms_ms):.0f} cards/s")
+    print(f"not counted: virtual card {statistics.median(card_ms):.1f} ms median, station crypto "
+          f"{statistics.median(station_ms):.1f} ms median")
+    per_card = {kind: count / args.cards for kind, count in sorted(calls.items())}
+    print("Vault round trips per card: " + ", ".join(f"{k} {v:.2f}" for k, v in per_card.items())
+          + f" (total {sum(per_card.values()):.2f})")
+
+
+if __name__ == "__main__":
+    main()
