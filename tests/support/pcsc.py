@@ -39,6 +39,10 @@ OWN_CONF_DIR = TMP / "cms-pcscd-reader.conf.d"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 READER_PREFIX = "Virtual PCD"
 SETUP_HINT = "run bin/setup (it installs pcscd, vsmartcard-vpcd, libpcsclite-dev and swig)"
+class PcscUnavailable(RuntimeError):
+    """pcscd or its vpcd readers cannot be had on this machine."""
+
+
 # Our own pcscd gets four vpcd devices of two slots each: ports 35963..35970 (reader N on 35963 + N),
 # so several test sessions on this machine rarely wait for a free reader.
 OWN_DEVICES = 4
@@ -83,7 +87,7 @@ def virtual_readers() -> list[str]:
     try:
         from smartcard.System import readers
     except ImportError:
-        pytest.fail(f"pyscard is not installed: {SETUP_HINT}")
+        raise PcscUnavailable(f"pyscard is not installed: {SETUP_HINT}") from None
     try:
         return [str(r) for r in readers() if str(r).startswith(READER_PREFIX)]
     except Exception:  # noqa: BLE001 - pyscard raises its own types when no pcscd answers
@@ -130,9 +134,9 @@ def _write_state(state: dict) -> None:
 
 def _start_pcscd() -> int:
     if shutil.which("pcscd") is None:
-        pytest.fail(f"pcscd is not installed: {SETUP_HINT}")
+        raise PcscUnavailable(f"pcscd is not installed: {SETUP_HINT}")
     if not VPCD_DRIVER.exists():
-        pytest.fail(f"the vpcd driver ({VPCD_DRIVER}) is not installed: {SETUP_HINT}")
+        raise PcscUnavailable(f"the vpcd driver ({VPCD_DRIVER}) is not installed: {SETUP_HINT}")
     OWN_CONF_DIR.mkdir(exist_ok=True)
     (OWN_CONF_DIR / "vpcd").write_text(own_reader_conf()[0])
     command = ["pcscd", "--foreground", "--config", str(OWN_CONF_DIR)]
@@ -184,8 +188,10 @@ class Pcscd:
             pytest.fail(f"pcscd offers no vpcd reader on port {port} (readers: {self.names})")
 
 
-@pytest.fixture(scope="session")
-def pcscd() -> Iterator[Pcscd]:
+@contextlib.contextmanager
+def shared_pcscd(timeout: float = 15.0) -> Iterator[Pcscd]:
+    """Use the machine's pcscd with vpcd readers, starting one if none runs; the last user of a
+    pcscd started here stops it. For the fixture below and for bench/ scripts."""
     me = os.getpid()
     with _machine_lock():
         state = _read_state()
@@ -199,21 +205,22 @@ def pcscd() -> Iterator[Pcscd]:
         owned = state.get("pid")
     expected = own_reader_conf()[1] if owned else default_reader_names()
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + timeout
         names = virtual_readers()
         while not names and time.monotonic() < deadline:
             time.sleep(0.2)
             names = virtual_readers()
         if not names:
             running = _running_pcscd_pid()
-            pytest.fail(
-                f"pcscd offers no {READER_PREFIX!r} readers after 15 s "
+            raise PcscUnavailable(
+                f"pcscd offers no {READER_PREFIX!r} readers after {timeout:.0f} s "
                 + (f"(pcscd pid {running} runs without the vpcd driver?) " if running else
                    f"(pcscd did not start; see {LOG_FILE}) ")
                 + f"-- {SETUP_HINT}")
         offered = {port: name for port, name in expected.items() if name in names}
         if not offered:
-            pytest.fail(f"pcscd offers readers {names}, none named as expected ({list(expected.values())})")
+            raise PcscUnavailable(f"pcscd offers readers {names}, none named as expected "
+                                  f"({list(expected.values())})")
         yield Pcscd(pid=owned, names=offered)
     finally:
         with _machine_lock():
@@ -223,6 +230,19 @@ def pcscd() -> Iterator[Pcscd]:
                 _stop_pcscd(state["pid"])
                 state["pid"] = None
             _write_state(state)
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> Iterator[Pcscd]:
+    context = shared_pcscd()
+    try:
+        daemon = context.__enter__()
+    except PcscUnavailable as exc:
+        pytest.fail(str(exc))
+    try:
+        yield daemon
+    finally:
+        context.__exit__(None, None, None)
 
 
 @dataclass
