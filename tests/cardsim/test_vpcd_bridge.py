@@ -67,7 +67,8 @@ class FakeVpcd:
 
 
 @pytest.fixture
-def vpcd():
+def vpcd(tmp_path, monkeypatch):
+    monkeypatch.setattr("cardsim.vpcd.LOCK_DIR", tmp_path)  # slot locks of throwaway ports stay out of /tmp
     fake = FakeVpcd()
     yield fake
     fake.close()
