@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from tests.web.conftest import PASSWORD, make_user
 
@@ -41,6 +42,9 @@ def browser(monkeypatch):
         try:
             yield chromium
         finally:
+            # With Playwright's loop running, asgiref gives the test's ORM calls connections of
+            # their own (context-local); close them here, or the test database cannot be dropped.
+            connections.close_all()
             chromium.close()
 
 
