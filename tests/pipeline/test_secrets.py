@@ -81,3 +81,14 @@ def test_one_vault_unwrap_batch_per_job(cms, station, desfire_profile, order_for
     decrypts = [path for method, path in vault_calls if "/decrypt/" in path]
     signs = [path for method, path in vault_calls if "/sign/" in path]
     assert len(decrypts) == 1 and len(signs) == 1
+
+
+def test_tasks_retry_only_on_named_transient_errors():
+    from django.db import OperationalError
+
+    from audit.errors import AuditUnavailable
+    from cards import tasks
+
+    for task in (tasks.station_report, tasks.job_result):
+        assert set(task.autoretry_for) == {KeystoreUnavailable, AuditUnavailable, OperationalError}
+        assert task.acks_late and task.max_retries
