@@ -175,3 +175,15 @@ def test_profile_dry_run_plan_names_keys_by_reference_only(acme_world, operator,
     wrong = client.get(url, {"chip_type": "jcop4"}).content.decode()
     assert "plan-problem" in wrong and "for desfire cards" in wrong
     assert "give a card UID, a chip type, or both" in client.get(url, {"uid": ""}).content.decode()
+
+
+def test_csv_export_quotes_cells_a_spreadsheet_would_run(acme_world, admin, auditor):
+    from cards.services import stations
+
+    stations.station_revoke(actor=admin, station=acme_world["station"], reason="=HYPERLINK(\"http://x\")")
+    exported = b"".join(web_client(auditor).get(reverse("web:audit_export", kwargs={"fmt": "csv"}),
+                                                {"action": "station.revoked"}).streaming_content).decode()
+    row = next(csv.DictReader(io.StringIO(exported)))
+    assert row["action"] == "station.revoked"
+    assert json.loads(row["details"])["reason"].startswith("=")  # the JSON cell itself starts with {
+    assert "\n=" not in exported and ",=" not in exported

@@ -58,6 +58,12 @@ def audit(request):
         else None, "query": query.urlencode()})
 
 
+def _cell(value):
+    """Spreadsheets run a cell that starts with = + - @ as a formula: quote it (CSV only)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
 def _row(event) -> dict:
     row = {name: getattr(event, name) for name in EXPORT_FIELDS}
     row["created_at"] = event.created_at.isoformat()
@@ -86,7 +92,7 @@ def audit_export(request, fmt: str):
             for event in events:
                 row = _row(event)
                 row["details"] = json.dumps(row["details"], sort_keys=True)
-                yield writer.writerow([row[name] for name in EXPORT_FIELDS])
+                yield writer.writerow([_cell(row[name]) for name in EXPORT_FIELDS])
         response = StreamingHttpResponse(lines(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="audit.{fmt}"'
     return response
