@@ -431,6 +431,16 @@ def _refused(job_id: Any, station: str, exc: protocol.ProtocolError, started_at:
     return _document(job_id, station, "refused", error=error, started_at=started_at, reason=exc.reason)
 
 
+def failure_result(envelope: Any, identity: Identity, exc: BaseException, started_at: float) -> dict:
+    """A signed "failed" result for a fault outside any step (a bug, a reader that vanished), so the CMS
+    always hears back; the message names the exception type, never data."""
+    job_id = envelope.get("job_id") if isinstance(envelope, Mapping) else None
+    error = {"step": None, "op": None, "apdu": None, "sw": None, "meaning": None, "kind": type(exc).__name__,
+             "message": f"agent fault: {type(exc).__name__}", "authentication": False}
+    document = _document(job_id, identity.station, "failed", error=error, started_at=started_at)
+    return protocol.sign_with(document, identity.sign_private_key)
+
+
 def run_steps(steps: list, transport, keys: Mapping[str, bytearray], *, chip_type: str) -> dict:
     """Run the steps once each on `transport`; the unsigned result fields (state, steps, error, trace)."""
     tracing = TracingTransport(transport)
@@ -491,7 +501,7 @@ def execute(envelope: Any, transport, *, identity: Identity, ledger: ReplayLedge
     except protocol.ProtocolError as exc:
         return protocol.sign_with(_refused(job_id, station, exc, started), sign)
 
-    card = envelope.get("card") or {}
+    card = envelope.get("card") if isinstance(envelope.get("card"), Mapping) else {}
     if not ledger.claim(job_id, card_uid=str(card.get("uid", "")), expires_at=envelope["expires_at"]):
         exc = protocol.ProtocolError("replay", f"job {job_id} was already received by this station "
                                      f"(state {ledger.state(job_id)}); not run again")
@@ -504,7 +514,7 @@ def execute(envelope: Any, transport, *, identity: Identity, ledger: ReplayLedge
             if card_uid is not None and card_uid.upper() != want:
                 raise protocol.ProtocolError("card", f"the card in the reader ({card_uid.upper()}) is not "
                                              f"the job's card ({want})")
-            keys = protocol.open_keys(envelope["sealed_keys"], private_key=identity.hpke_private_key,
+            keys = protocol.open_keys(envelope.get("sealed_keys"), private_key=identity.hpke_private_key,
                                       job_id=job_id, station=station, expires_at=envelope["expires_at"])
         except protocol.ProtocolError as exc:
             return protocol.sign_with(_refused(job_id, station, exc, started), sign)

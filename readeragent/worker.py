@@ -90,11 +90,19 @@ class Agent:
 
     def run_on_reader(self, envelope) -> dict:
         """Read the UID of the card in the reader and execute; no card refuses the job (reason card)."""
+        started = time.time()
         with self.card_lock:
-            transport, uid, close = self.open_card()
+            try:
+                transport, uid, close = self.open_card()
+            except Exception as exc:  # the reader vanished: still answer the CMS
+                log.exception("cannot open the card")
+                return executor.failure_result(envelope, self.identity, exc, started)
             try:
                 return executor.execute(envelope, transport, identity=self.identity, ledger=self.ledger,
                                         card_uid=uid)
+            except Exception as exc:  # a bug: the job is claimed (never rerun); the CMS must hear why
+                log.exception("job failed outside its steps")
+                return executor.failure_result(envelope, self.identity, exc, started)
             finally:
                 close()
 

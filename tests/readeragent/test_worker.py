@@ -64,3 +64,16 @@ def test_reports_are_signed_and_carry_what_jobproto_names(identity):
     protocol.verify_signature(report, identity.sign_private_key.public_key(), "report")
     beat = make_report(identity, "heartbeat", "Virtual PCD 00 00")
     assert "uid" not in beat and beat["nonce"] != report["nonce"]
+
+
+def test_a_fault_outside_the_steps_still_answers_the_cms_with_a_signed_failure(cms, identity, ledger,
+                                                                               cms_queue):
+    def broken_reader():
+        raise OSError("reader unplugged")
+
+    agent = Agent(identity, ledger.path.parent, None, make_app(BROKER), ledger, card_source=broken_reader)
+    envelope = cms.envelope(flows.desfire_steps(), flows.desfire_keys(), uid=flows.DESFIRE_UID)
+    result = agent.handle_job(envelope)
+    assert result["state"] == "failed" and result["error"]["kind"] == "OSError"
+    protocol.verify_signature(result, identity.sign_private_key.public_key(), "result")
+    assert cms_queue.next("cms.job_result", timeout=10)["job_id"] == envelope["job_id"]
