@@ -53,6 +53,20 @@ Additions used by the CMS side (cards/compiler.py, cards/services/jobs.py); all 
   chip family of the order's profile.
 - Key refs: "kv-<id>", "mkv-<id>-<role>" (role isd_enc / isd_mac / isd_dek / cmk derive per card;
   role "static" is the master key itself, e.g. a fixed transport key), "default-<key_type>".
+
+Additions from the agent side (readeragent/executor.py; all optional to read):
+
+- "error" also carries "authentication": true when an authentication failed (never retried), and
+  for a "refused" result "reason": signature | station | expired | digest | malformed | replay |
+  card (the card in the reader is not the job's, or none) | sealed | unknown_ref (a ref the
+  sealed map lacks). A refused job touched no card.
+- "observed": desfire.authenticate -> {"authenticated": true, "key_no"}; desfire.change_key ->
+  {"acknowledged": true}; gp.put_key -> {"kcv_match": true, "kvn"}; gp.open_scp03/02 -> {"kvn"};
+  gp.key_information -> also {"holds_expected": bool} with "expect_kvn" (an observation, never a
+  failure: it is the probe). desfire.get_key_version with "expect" fails on another version.
+- A key-changing step whose answer did not come or did not verify is "in_flight"; one the card
+  refused with a status word is "failed" (the card kept its key).
+- Field formats of the steps are listed in readeragent/executor.py's docstring.
 """
 from __future__ import annotations
 
