@@ -43,27 +43,18 @@ class PcscUnavailable(RuntimeError):
     """pcscd or its vpcd readers cannot be had on this machine."""
 
 
-# Our own pcscd gets four vpcd devices of two slots each: ports 35963..35970 (reader N on 35963 + N),
-# so several test sessions on this machine rarely wait for a free reader.
-OWN_DEVICES = 4
-SLOTS_PER_DEVICE = 2  # what libifdvpcd opens per reader.conf entry (seen on these machines)
-
-
-def _device_name(device: int) -> str:
-    # Distinct names: pcscd gives equal FRIENDLYNAMEs the same reader names.
-    return READER_PREFIX if device == 0 else f"{READER_PREFIX} {chr(ord('A') + device)}"
+# One vpcd device, two slots (ports 35963, 35964), as /etc/reader.conf.d/vpcd has it. Not more:
+# libifdvpcd keeps its slots in one static array indexed by slot number, so a second reader.conf
+# entry overwrites the first one's slots (seen here: pcscd then reads device A's reader from device
+# B's socket and stops accepting cards on A's ports).
+SLOTS_PER_DEVICE = 2
 
 
 def own_reader_conf() -> tuple[str, dict[int, str]]:
-    """reader.conf text for OWN_DEVICES vpcd devices, and the reader name of each port."""
-    entries, names = [], {}
-    for device in range(OWN_DEVICES):
-        channel = VPCD_PORT + device * SLOTS_PER_DEVICE
-        entries.append(f'FRIENDLYNAME "{_device_name(device)}"\nDEVICENAME   /dev/null:0x{channel:04X}\n'
-                       f"LIBPATH      {VPCD_DRIVER}\nCHANNELID    0x{channel:04X}\n")
-        for slot in range(SLOTS_PER_DEVICE):
-            names[channel + slot] = f"{_device_name(device)} 00 {slot:02X}"
-    return "\n".join(entries), names
+    """reader.conf text for pcscd's vpcd reader, and the reader name of each port."""
+    text = (f'FRIENDLYNAME "{READER_PREFIX}"\nDEVICENAME   /dev/null:0x{VPCD_PORT:04X}\n'
+            f"LIBPATH      {VPCD_DRIVER}\nCHANNELID    0x{VPCD_PORT:04X}\n")
+    return text, default_reader_names()
 
 
 def default_reader_names() -> dict[int, str]:
