@@ -234,6 +234,16 @@ class VpcdBridge:
             self.removals += 1
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            # Whatever ended the thread, vpcd must see the card leave rather than wait on it.
+            with self._cond:
+                self._close_locked()
+                self._want_inserted = False
+                self._cond.notify_all()
+
+    def _loop(self) -> None:
         pause = 0.2
         while True:
             with self._cond:
@@ -291,6 +301,11 @@ class VpcdBridge:
                         self._close_locked()
                     self._cond.notify_all()
                 return
+            except Exception:
+                # A bug in the virtual card must not leave vpcd waiting forever for an answer
+                # (pcscd's reader would hang): answer "no precise diagnosis" and log it.
+                log.exception("virtual card failed on APDU %s", frame[:5].hex().upper())
+                answer = b"\x6f\x00"
             self.apdus += 1
             write_frame(sock, answer)
 

@@ -175,3 +175,23 @@ def test_cli_refuses_a_state_file_of_another_card_type(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "holds a 'desfire-ev1' card, not 'desfire-ev2'" in done.stderr
+
+
+class _BrokenCard(DESFireCard):
+    def process(self, apdu: bytes) -> bytes:
+        if apdu[1] == 0x60:
+            raise RuntimeError("simulated card bug")
+        return super().process(apdu)
+
+
+def test_a_card_bug_answers_6f00_instead_of_leaving_vpcd_waiting(vpcd):
+    bridge = VpcdBridge(_BrokenCard("ev2"), vpcd.port).start(wait=False)
+    try:
+        vpcd.accept()
+        vpcd.power_up()
+        vpcd.send(GET_VERSION)
+        assert vpcd.receive() == b"\x6f\x00"
+        vpcd.send(bytes.fromhex("906A000000"))  # GetApplicationIDs still works
+        assert vpcd.receive() == b"\x91\x00"
+    finally:
+        bridge.stop()
