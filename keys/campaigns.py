@@ -209,9 +209,10 @@ def campaign_run_batch(*, campaign_id: int) -> int:
             versions = services.key_versions_create_batch(
                 slots=[item.slot for item in items], master_version=campaign.master_version)
             by_slot = {v.slot_id: v for v in versions}
+            now = timezone.now()
             for item in items:
                 item.new_version, item.state = by_slot[item.slot_id], ItemState.PENDING
-                item.batch_no = batch_no
+                item.batch_no, item.updated_at = batch_no, now
             CampaignItem.objects.bulk_update(items, ["new_version", "state", "batch_no", "updated_at"])
             _event("keys.campaign_batch", campaign, actor=None,
                    details={"batch_no": batch_no, "cards": len(card_ids), "versions": len(versions)})
@@ -280,6 +281,7 @@ def campaign_rollback(*, actor, campaign: RotationCampaign) -> RotationCampaign:
         by_slot = {v.slot_id: v for v in restored}
         for item in restorable:
             item.state, item.restore_version = ItemState.REKEY_BACK, by_slot[item.slot_id]
+            item.updated_at = campaign.rolled_back_at
         CampaignItem.objects.bulk_update(restorable, ["state", "restore_version", "updated_at"])
         _event("keys.campaign_rolled_back", campaign, actor=actor, details={
             "cancelled_waiting": cancelled, "rekey_back": len(restorable)})

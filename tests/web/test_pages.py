@@ -187,3 +187,17 @@ def test_csv_export_quotes_cells_a_spreadsheet_would_run(acme_world, admin, audi
     assert row["action"] == "station.revoked"
     assert json.loads(row["details"])["reason"].startswith("=")  # the JSON cell itself starts with {
     assert "\n=" not in exported and ",=" not in exported
+
+
+def test_with_vault_sealed_an_action_changes_nothing_and_says_why(acme_world, admin, vault):
+    from audit.chainkey import forget_chain_key
+
+    card = acme_world["card"]
+    client = web_client(admin)  # signing in is audited too: before the seal
+    vault.seal()
+    forget_chain_key()  # the chain key is cached per process; a sealed Vault must be asked again
+    page = client.post(reverse("web:card_revoke", kwargs={"pk": card.pk}), {"reason": "lost"},
+                                  follow=True).content.decode()
+    assert "Nothing was changed" in page
+    card.refresh_from_db()
+    assert card.state == "active"

@@ -8,15 +8,19 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from audit.errors import AuditError
 from audit.selectors import audit_event_list
 from cardproto.sw import describe
 from cards.models.cards import CardState, ChipType
 from cards.selectors import card_list, job_list, order_list, profile_list, station_list, tenant_list
 from cards.services import lifecycle, stations
+from cms.errors import KeystoreError
 from cms.web.access import current, may, page, reauth_required
 from keys.selectors import key_slot_list
 
 PAGE_SIZE = 50
+# Vault sealed or unreachable: audited changes fail closed; the page says so instead of a 500.
+UNAVAILABLE = (KeystoreError, AuditError)
 
 
 def _page(request, queryset):
@@ -156,6 +160,8 @@ def _card_action(request, pk: int, action):
         action(card)
     except ValidationError as exc:
         messages.error(request, _error_messages(exc))
+    except UNAVAILABLE as exc:
+        messages.error(request, f"Nothing was changed: {exc}")
     return redirect("web:card", pk=card.pk)
 
 

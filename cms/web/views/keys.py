@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from cms.scoping import restrict
 from cms.web.access import current, page, reauth_required
-from cms.web.views.cards import _error_messages
+from cms.web.views.cards import UNAVAILABLE, _error_messages
 from keys import campaigns as svc
 from keys.models import KeyRole, MasterKeyVersion, VersionState
 from keys.models_campaigns import CampaignState, CampaignTarget, KekRotation, RotationCampaign
@@ -82,6 +82,8 @@ def _campaign_action(request, pk: int, action, done: str):
         messages.error(request, str(exc))
     except (svc.CampaignError, ValidationError) as exc:
         messages.error(request, _error_messages(exc) if isinstance(exc, ValidationError) else str(exc))
+    except UNAVAILABLE as exc:
+        messages.error(request, f"Nothing was changed: {exc}")
     return redirect("web:campaign", pk=campaign.pk)
 
 
@@ -158,4 +160,6 @@ def kek_approve(request, pk: int):
         messages.success(request, "KEK rotation approved: it runs now.")
     except (PermissionDenied, svc.CampaignError) as exc:
         messages.error(request, str(exc))
+    except UNAVAILABLE as exc:
+        messages.error(request, f"Nothing was changed: {exc}")
     return redirect("web:kek")
