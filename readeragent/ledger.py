@@ -20,6 +20,7 @@ class ReplayLedger:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        self.path.chmod(0o600)  # job ids and card UIDs: the station's business only
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, state TEXT NOT NULL, "
                          "card_uid TEXT, received_at REAL NOT NULL, finished_at REAL, expires_at INTEGER)")
