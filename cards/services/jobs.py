@@ -48,6 +48,8 @@ REFUSED_CARD_STATES = (CardState.QUARANTINED, CardState.REVOKED, CardState.SUSPE
 AUTH_FAILURE_KINDS = frozenset({"AuthenticationError", "AuthenticationRejectedError", "CryptogramError",
                                 "CryptogramMismatchError"})
 NOT_A_CARD_ANSWER = frozenset({"CardRemovedError", "TransportError"})
+NO_RESULT = "NoResult"  # error kind of a job that expired without a result
+APPLICATION_NOT_FOUND = "91A0"
 STEP_ACTIONS = {
     "desfire.authenticate": "card.authenticated", "gp.open_scp03": "card.authenticated",
     "gp.open_scp02": "card.authenticated", "desfire.change_key": "card.key_changed",
@@ -273,8 +275,17 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
         target = ledger.active if version.state == VersionState.ACTIVE else ledger.pending
         target[labels[version.slot_id]] = held
     version_labels = {v.pk: labels[v.slot_id] for v in KeyVersion.objects.filter(slot__card=card)}
-    for job in card.jobs.exclude(result={}).order_by("created_at"):
+    absent_aids: set[str] = set()
+    for job in card.jobs.filter(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED]) \
+            .order_by("created_at"):
         steps = (job.script or {}).get("steps", [])
+        if (job.error or {}).get("kind") == NO_RESULT:
+            # the job may have run without its result ever arriving: every key change it carried is
+            # unknown until a probe says otherwise
+            for step in steps:
+                ledger.in_flight.update(version_labels[i] for i in _confirmed_ids(step.get("confirms"))
+                                        if i in version_labels)
+            continue
         for entry in (job.result or {}).get("steps", []):
             index = entry.get("index")
             if not isinstance(index, int) or not 0 <= index < len(steps):
@@ -286,6 +297,14 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
                 for version_id in _confirmed_ids(step.get("confirms")):
                     if version_id in version_labels:
                         ledger.in_flight.add(version_labels[version_id])
+        error = job.error or {}
+        at = error.get("step")
+        failed = steps[at] if isinstance(at, int) and 0 <= at < len(steps) else {}
+        if _is_probe(job.script) and failed.get("op") == "desfire.select_application" \
+                and str(error.get("sw", "")).upper() == APPLICATION_NOT_FOUND:
+            absent_aids.add(str(failed.get("aid", "")).upper())  # never created: its keys are the defaults
+    ledger.in_flight = {label for label in ledger.in_flight
+                        if not any(label.startswith(f"app.{aid}.") for aid in absent_aids)}
     return ledger
 
 
@@ -312,7 +331,7 @@ def _expire_stale_jobs(card: Card) -> None:
     limit = timezone.now() - timedelta(seconds=job_ttl_seconds() + settings.CELERY_TASK_TIME_LIMIT)
     for job in card.jobs.select_for_update().filter(state__in=OPEN_JOB_STATES, created_at__lt=limit):
         job.move_to(JobState.FAILED)
-        job.error = {"kind": "NoResult", "message": "no result arrived before the job's expiry"}
+        job.error = {"kind": NO_RESULT, "message": "no result arrived before the job's expiry"}
         job.finished_at = timezone.now()
         job.save(update_fields=["state", "error", "finished_at", "updated_at"])
         sent_key_changes = any(s.get("confirms") for s in (job.script or {}).get("steps", []))

@@ -191,3 +191,21 @@ def test_profile_that_freezes_keys_still_gets_every_key_changed_first():
     settings = ops.index(("desfire.change_key_settings", "app.F0A001.key_settings"))
     assert all(i < settings for i, (op, _) in enumerate(ops) if op == "desfire.change_key" and i > 4)
     assert plan.steps[4]["key_settings"] == 0x0F  # created changeable by its master key
+
+
+def test_jcop_install_and_delete_run_in_the_new_keys_session_before_store_data():
+    spec = {**JCOP_SPEC, "delete": ["A00000061700CAFE000101"],
+            "install": [{"package_aid": "A0000006170001", "module_aid": "A000000617000101",
+                         "aid": "A00000061700CAFE000102", "privileges_hex": "00", "params_hex": "C900"}],
+            "lock": False}
+    plan = compile_plan(NEW_JCOP, SimpleNamespace(spec=spec, chip_family="jcop"),
+                        Ledger(pending=dict(ISD_PENDING), masters={"gp-test-key": 4}))
+    assert plan.steps[5:] == [
+        {"op": "gp.delete", "aid": "A00000061700CAFE000101", "label": "delete.A00000061700CAFE000101"},
+        {"op": "gp.install", "package_aid": "A0000006170001", "module_aid": "A000000617000101",
+         "aid": "A00000061700CAFE000102", "privileges_hex": "00", "params_hex": "C900",
+         "label": "install.A00000061700CAFE000102"},
+        {"op": "gp.store_data", "dgi": "0101", "data_hex": "F1E2D3C4", "redact": True,
+         "label": "store_data.0"},
+    ]
+    protocol.check_script(plan.script)

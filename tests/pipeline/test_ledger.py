@@ -157,3 +157,46 @@ def test_interrupted_without_in_flight_resumes_without_probe(cms, station, desfi
     assert resumed[0] == {"op": "desfire.select_application", "aid": "F0A001"}
     assert resumed[1]["op"] == "desfire.authenticate" and resumed[1]["key"].startswith("kv-")
     assert resumed[2]["label"] == "app.F0A001.file.1.data"
+
+
+def test_job_that_never_reported_is_expired_and_every_key_change_it_carried_is_probed(
+        cms, station, desfire_profile, order_for):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    order_for(desfire_profile)
+    cms.report(station.report("card_presented", uid=DESFIRE_UID))
+    lost = cms.last_envelope()
+    Job.objects.filter(pk=lost["job_id"]).update(created_at=timezone.now() - timedelta(hours=1))
+
+    cms.report(station.report("card_presented", uid=DESFIRE_UID))
+    expired = Job.objects.get(pk=lost["job_id"])
+    assert expired.state == "failed" and expired.error["kind"] == "NoResult"
+    assert AuditEvent.objects.filter(action="job.expired", job_id=lost["job_id"]).exists()
+    probe = cms.last_envelope()
+    assert [s.get("label") for s in probe["script"]["steps"] if s.get("label")] == [
+        "probe.picc.0", "probe.app.F0A001.0", "probe.app.F0A001.1", "probe.app.F0A001.2"]
+    # the lost job never got as far as the application: the card has the PICC key, not the application
+    picc = probe["script"]["steps"].index({"op": "desfire.get_key_version", "key_no": 0,
+                                           "label": "probe.picc.0"})
+    select_app = picc + 1
+    card = Card.objects.get(uid=DESFIRE_UID)
+    number = _versions(card)["picc.0"].number
+    outcome = cms.result(station.result(probe, state="failed", upto=select_app,
+                                        statuses={select_app: "failed"},
+                                        observed={picc: {"key_version": number}},
+                                        error={"step": select_app, "op": "desfire.select_application",
+                                               "apdu": "905A000003", "sw": "91A0",
+                                               "kind": "StatusWordError", "message": "no such application"}))
+    assert outcome["quarantined"] is False
+    assert _versions(card)["picc.0"].state == "active"
+    # next presentation: the absent application is not probed again; the PICC was settled
+    cms.report(station.report("card_presented", uid=DESFIRE_UID))
+    follow = cms.last_envelope()
+    card.refresh_from_db()
+    assert not card.probe_required
+    steps = follow["script"]["steps"]
+    picc_ref = f"kv-{_versions(card)['picc.0'].pk}"
+    assert steps[1] == {"op": "desfire.authenticate", "key_no": 0, "key": picc_ref, "key_type": "aes128"}
+    assert steps[2]["label"] == "app.F0A001.create"
