@@ -53,10 +53,15 @@ def cmd_status(args) -> int:
 
 
 def cmd_run(args) -> int:  # pragma: no cover - a long-running process
+    from .monitor import ReaderError
     from .worker import run
 
-    run(home=args.home, reader=args.reader, broker=args.broker, loglevel=args.loglevel,
-        heartbeat_s=args.heartbeat)
+    try:
+        run(home=args.home, reader=args.reader, broker=args.broker, loglevel=args.loglevel,
+            heartbeat_s=args.heartbeat)
+    except ReaderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
