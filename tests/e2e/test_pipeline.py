@@ -206,33 +206,50 @@ def test_jcop4_order_to_active_ledger(cms_stack, enrolled_station, pcsc_card):
 
 
 def test_redelivered_job_writes_the_card_once(cms_stack, enrolled_station, pcsc_card):
-    """The broker hands the agent the same job twice: the agent's ledger refuses the second copy."""
+    """The broker hands the agent the same job twice (a lost ack): the agent's ledger refuses the copy."""
     import redis
+
+    from readeragent.identity import Identity
+    from readeragent.monitor import make_report
 
     card = DESFireCard("ev2", picc_key_type="des")
     uid = card.uid.hex().upper()
     code, station_id, home = enrolled_station
-    # A copy of every job the CMS dispatches to this station, taken off Redis before the agent runs.
     _order(cms_stack, "campus", station_id, uid)
-    reader = pcsc_card(card, connect=False)
-    queue = f"station.{code}"
+    # The station reports the card (signed with its enrolled key) before its worker runs, so the
+    # job waits on the station queue, where the test puts a second copy of the very same message.
+    identity = Identity.load(home)
+    make_app(BROKER).send_task("cms.station_report", queue="cms", args=[
+        make_report(identity, "card_presented", "e2e", uid=uid, atr=card.atr.hex().upper(),
+                    chip_type="desfire_ev2")])
     client = redis.Redis.from_url(BROKER)
+    queue = f"station.{code}"
     deadline = time.monotonic() + 60
     while not client.llen(queue) and time.monotonic() < deadline:
         time.sleep(0.2)
     raw = client.lindex(queue, 0)
-    assert raw is not None, "the CMS sent no job to the station queue"
-    client.rpush(queue, raw)  # the same message twice, as a redelivery after a lost ack would
+    assert raw is not None, f"the CMS sent no job to {queue}:\n{cms_stack.tail()}"
+    client.lpush(queue, raw)
+    assert client.llen(queue) == 2
+
+    reader = pcsc_card(card, connect=False)
     agent = agent_process(home, reader.reader, BROKER)
     try:
         wait_started(agent, home / "agent.log")
         job = _wait_job(cms_stack, uid)
-        change_keys = card.ins_counts.get(0xC4)
-        time.sleep(3)  # the second copy is consumed and refused
-        assert card.ins_counts.get(0xC4) == change_keys
         assert job["state"] == "succeeded"
+        deadline = time.monotonic() + 30
+        while client.llen(queue) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # the copy is run (refused) and its result recorded
         log = (home / "agent.log").read_text(errors="replace")
-        assert "refused" in log
+        assert "refused" in log, log[-3000:]
     finally:
         stop(agent)
-    assert make_app  # the agent's Celery app is the one under test (imported for its config)
+    from readeragent.ledger import ReplayLedger
+
+    ledger = ReplayLedger.in_home(home)
+    assert ledger.counts() == {"succeeded": 1}
+    ledger.close()
+    # one ChangeKey per key slot (PICC + three application keys), none of them twice
+    assert card.ins_counts.get(0xC4) == 4
