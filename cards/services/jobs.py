@@ -500,6 +500,19 @@ def _sanitise_trace(trace, steps: list[dict]) -> list[dict]:
     return out[:2000]
 
 
+def _plain_observation(observed: dict) -> dict:
+    """What a card proved, as small scalars only (booleans, integers, short words, lists of integers)."""
+    clean = {}
+    for key, value in list(observed.items())[:16]:
+        if isinstance(value, bool | int):
+            clean[str(key)[:40]] = value
+        elif isinstance(value, str) and len(value) <= 40:
+            clean[str(key)[:40]] = value
+        elif isinstance(value, list) and len(value) <= 32 and all(isinstance(v, int) for v in value):
+            clean[str(key)[:40]] = value
+    return clean
+
+
 def _check_result_shape(result) -> None:
     if not isinstance(result, dict) or result.get("v") != protocol.PROTOCOL_VERSION:
         raise Refused("malformed", "a result is an object with v=1")
@@ -569,10 +582,12 @@ def _apply_result(job_pk, result: dict) -> dict:
     grace = settings.KEY_GRACE_PERIOD_DAYS
     versions_by_id = {v.pk: v for v in KeyVersion.objects.filter(slot__card=card)}
     probe_answers = 0
+    seen: dict[int, dict] = {}  # index -> the observation as stored (scalars only)
     for entry in entries:
         step = steps[entry["index"]]
         op, status = step["op"], entry["status"]
-        observed = entry.get("observed") if isinstance(entry.get("observed"), dict) else {}
+        raw = entry.get("observed")
+        observed = seen[entry["index"]] = _plain_observation(raw if isinstance(raw, dict) else {})
         # The ledger moves by OUR script's confirms, never by what the result claims to confirm.
         confirmed = [versions_by_id[i] for i in _confirmed_ids(step.get("confirms")) if i in versions_by_id]
         action = STEP_ACTIONS.get(op)
@@ -587,8 +602,7 @@ def _apply_result(job_pk, result: dict) -> dict:
         if "aid" in step:
             details["aid"] = step["aid"]
         if observed:
-            details["observed"] = {k: v for k, v in observed.items()
-                                   if isinstance(v, bool | int | str | list)}
+            details["observed"] = observed
         if status == "done" and confirmed:
             # the card proved the key: active now, recorded in this step's own event
             changes = [sealing.version_activate(version, grace_days=grace, job_id=str(job.id), audit=False)
@@ -613,8 +627,8 @@ def _apply_result(job_pk, result: dict) -> dict:
     job.move_to(state)
     job.stage_reached = str(result.get("stage", ""))[:64]
     job.steps_done = sum(1 for e in entries if e["status"] == "done")
-    job.result = {"state": state, "steps": [{k: e.get(k) for k in ("index", "op", "status", "observed")}
-                                            for e in entries],
+    job.result = {"state": state, "steps": [{"index": e["index"], "op": e["op"], "status": e["status"],
+                                             "observed": seen.get(e["index"], {})} for e in entries],
                   "started_at": result.get("started_at"), "finished_at": result.get("finished_at")}
     job.error = error
     job.trace = _sanitise_trace(result.get("trace"), steps)
