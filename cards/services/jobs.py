@@ -197,7 +197,7 @@ def _match_order(station: Station, uid: str, card: Card | None) -> Order | None:
     orders = list(Order.objects.select_related("profile").filter(
         tenant_id=station.tenant_id, state__in=[OrderState.OPEN, OrderState.IN_PROGRESS]
     ).order_by("created_at"))
-    named = [o for o in orders if uid in (o.uids or [])]
+    named = [o for o in orders if uid in (o.uids or []) and o.station_id in (None, station.pk)]
     if named:
         return named[0]
     for order in orders:

@@ -201,3 +201,15 @@ def test_result_of_a_revoked_station_is_refused(cms, station, dispatched):
     Station.objects.filter(pk=station.model.pk).update(status="revoked")
     assert cms.result(station.result(dispatched))["reason"] == "station"
     assert {s for _, s in _ledger_snapshot()} == {"pending"}
+
+
+def test_order_naming_the_uid_for_another_station_is_not_taken_here(cms, station, other_station,
+                                                                    desfire_profile, sent):
+    from cards.models import Order
+
+    Order.objects.create(tenant=station.model.tenant, profile=desfire_profile, station=other_station.model,
+                         uids=[DESFIRE_UID], quantity=1, idempotency_key="named",
+                         request_fingerprint="0" * 64)
+    assert cms.report(station.report("card_presented", uid=DESFIRE_UID))["reason"] == "no_order"
+    assert cms.report(other_station.report("card_presented", uid=DESFIRE_UID))["status"] == "dispatched"
+    assert [queue for queue, _ in sent] == [f"station.{other_station.code}"]
