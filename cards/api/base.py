@@ -1,6 +1,8 @@
 """What every card-side API view shares: scoping, JSON-only input, typed errors, documented error codes."""
 from __future__ import annotations
 
+import re
+
 from django.db.models import Model
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
@@ -112,6 +114,9 @@ class ScopedPkField(serializers.RelatedField):
         return value.pk
 
 
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}")
+
+
 class TenantField(serializers.SlugRelatedField):
     """A tenant by slug, among those where the caller may `action`."""
 
@@ -124,7 +129,8 @@ class TenantField(serializers.SlugRelatedField):
         return restrict(Tenant.objects.all(), self.context["request"].user, self.action)
 
     def to_internal_value(self, data):
-        if not isinstance(data, str):
+        # Only slug-shaped strings reach the query: PostgreSQL refuses a NUL byte with a server error.
+        if not isinstance(data, str) or not _SLUG.fullmatch(data):
             self.fail("invalid")
         return super().to_internal_value(data)
 
