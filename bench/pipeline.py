@@ -1,7 +1,8 @@
 """Benchmark: cards per second through the whole pipeline with 1, 4 and 16 stations (prints, never asserts).
 
 Every part is real except the reader: the CMS runs as `bin/start` runs it (`manage.py runstack`: local
-OpenBao, gunicorn, the Celery worker on queue `cms`), in a throwaway instance folder, on Redis DB 10.
+OpenBao, gunicorn, the Celery worker on queue `cms`), in a throwaway instance folder, with its own
+redis-server on a free port.
 Each station is an agent process (`readeragent.worker.Agent` with its own Celery worker bound to
 `station.<code>`), enrolled over HTTP with the one-time token and approved. Instead of pcscd (which has
 a handful of vpcd slots on this machine) each station presents in-process cardsim DESFire EV2 cards one
@@ -31,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-BROKER = "redis://127.0.0.1:6379/10"
+BROKER = os.environ.get("BENCH_BROKER", "")  # set by the driver for its station children
 
 SPEC = {
     "schema": 1, "chip_family": "desfire",
@@ -236,21 +237,25 @@ def main() -> None:
         station_main(args)
         return
 
-    import redis
-
     from tests.e2e.stack import start_stack, stop_stack
+    from tests.e2e.station import start_redis, stop
 
-    redis.Redis.from_url(BROKER).flushdb()
+    global BROKER
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    BROKER, redis_process = start_redis(work / "redis")  # a private broker: nobody else's queue "cms"
+    os.environ["BENCH_BROKER"] = BROKER
     print(f"starting the CMS stack in {work} ...", flush=True)
     stack = start_stack(work / "instance", BROKER)
     try:
         profile = stack.shell(SETUP.replace("@SPEC@", repr(json.dumps(SPEC))))["profile"]
-        print(f"CPU cores: {os.cpu_count()}; CMS worker concurrency 2 (runstack); Redis {BROKER}", flush=True)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"CPU cores: {os.cpu_count()} (load average now {load}); CMS worker concurrency 2 (runstack); "
+              f"Redis {BROKER}", flush=True)
         for count in (int(n) for n in args.stations.split(",")):
             run_config(stack, profile, count, args.cards, work)
     finally:
         stop_stack(stack)
+        stop(redis_process)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,32 @@ from kombu import Connection
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def start_redis(workdir: Path) -> tuple[str, subprocess.Popen]:
+    """A private redis-server on a free port: concurrent test sessions on this machine all use queue "cms",
+    so each end-to-end session gets its own broker (a real Redis, stopped by pid afterwards)."""
+    import socket
+
+    import redis
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workdir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(workdir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            return url, process
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {port} did not start") from None
+            time.sleep(0.1)
+
+
 def agent_process(home: Path, reader: str, broker: str, *, heartbeat: float = 1.0,
                   log: Path | None = None) -> subprocess.Popen:
     """`python -m readeragent run` as the station would start it."""

@@ -15,14 +15,20 @@ from readeragent.worker import make_app
 from tests.readeragent import flows
 from tests.readeragent.conftest import Cms
 
-from .station import CmsQueue, agent_process, stop, wait_started
+from .station import CmsQueue, agent_process, start_redis, stop, wait_started
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.xdist_group("pcsc")]
-BROKER = "redis://127.0.0.1:6379/13"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    url, process = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    stop(process)
 
 
 @pytest.fixture
-def station(tmp_path, pcsc_card):
+def station(tmp_path, pcsc_card, broker):
     from readeragent.identity import Identity
 
     code = f"e2e-{uuid.uuid4().hex[:8]}"
@@ -32,9 +38,9 @@ def station(tmp_path, pcsc_card):
     identity.save(home)
     card = DESFireCard("ev2", uid=bytes.fromhex(flows.DESFIRE_UID), picc_key_type="des")
     reader = pcsc_card(card, connect=False)
-    queue = CmsQueue(BROKER)
-    process = agent_process(home, reader.reader, BROKER)
-    app = make_app(BROKER)
+    queue = CmsQueue(broker)
+    process = agent_process(home, reader.reader, broker)
+    app = make_app(broker)
     try:
         wait_started(process, home / "agent.log")
         yield identity, cms, card, reader, queue, app, home

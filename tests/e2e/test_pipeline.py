@@ -18,10 +18,9 @@ from cardsim.desfire import DESFireCard
 from readeragent.worker import make_app
 
 from .stack import ROOT, start_stack, stop_stack
-from .station import agent_process, stop, wait_started
+from .station import agent_process, start_redis, stop, wait_started
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.vault, pytest.mark.slow, pytest.mark.xdist_group("pcsc")]
-BROKER = "redis://127.0.0.1:6379/12"
 AID = "F0D001"  # in the demo tenant's DESFire range (cms/bootstrap.py)
 
 DESFIRE_SPEC = {
@@ -105,15 +104,14 @@ print("E2E " + json.dumps(sorted([r.slot.role, r.slot.key_no, r.number, r.state]
 
 @pytest.fixture(scope="module")
 def cms_stack(tmp_path_factory):
-    import redis
-
-    redis.Redis.from_url(BROKER).flushdb()
-    stack = start_stack(tmp_path_factory.mktemp("stack") / "instance", BROKER)
+    broker, redis_process = start_redis(tmp_path_factory.mktemp("redis"))
+    stack = start_stack(tmp_path_factory.mktemp("stack") / "instance", broker)
     try:
         stack.data = stack.shell(SETUP)
         yield stack
     finally:
         stop_stack(stack)
+        stop(redis_process)
 
 
 @pytest.fixture
@@ -163,7 +161,7 @@ def _run_card(cms_stack, enrolled_station, pcsc_card, card, profile: str, uid: s
     code, station_id, home = enrolled_station
     _order(cms_stack, profile, station_id, uid)
     reader = pcsc_card(card, connect=False)
-    agent = agent_process(home, reader.reader, BROKER)
+    agent = agent_process(home, reader.reader, cms_stack.broker)
     try:
         wait_started(agent, home / "agent.log")
         job = _wait_job(cms_stack, uid)
@@ -219,10 +217,10 @@ def test_redelivered_job_writes_the_card_once(cms_stack, enrolled_station, pcsc_
     # The station reports the card (signed with its enrolled key) before its worker runs, so the
     # job waits on the station queue, where the test puts a second copy of the very same message.
     identity = Identity.load(home)
-    make_app(BROKER).send_task("cms.station_report", queue="cms", args=[
+    make_app(cms_stack.broker).send_task("cms.station_report", queue="cms", args=[
         make_report(identity, "card_presented", "e2e", uid=uid, atr=card.atr.hex().upper(),
                     chip_type="desfire_ev2")])
-    client = redis.Redis.from_url(BROKER)
+    client = redis.Redis.from_url(cms_stack.broker)
     queue = f"station.{code}"
     deadline = time.monotonic() + 60
     while not client.llen(queue) and time.monotonic() < deadline:
@@ -233,7 +231,7 @@ def test_redelivered_job_writes_the_card_once(cms_stack, enrolled_station, pcsc_
     assert client.llen(queue) == 2
 
     reader = pcsc_card(card, connect=False)
-    agent = agent_process(home, reader.reader, BROKER)
+    agent = agent_process(home, reader.reader, cms_stack.broker)
     try:
         wait_started(agent, home / "agent.log")
         job = _wait_job(cms_stack, uid)
