@@ -125,3 +125,10 @@ def test_compose_environment_names_only_settings_the_cms_reads():
     for name in CMS_SERVICES:
         for variable in _compose()["services"][name]["environment"]:
             assert variable.removesuffix("_FILE") in read, f"{name}: {variable} is not a CMS setting"
+
+
+def test_image_and_repository_never_take_local_secrets():
+    # var/ holds the local OpenBao's unseal key and root token and the first admin's password
+    dockerignore = (ROOT / ".dockerignore").read_text().split()
+    assert {"var", "secrets", ".venv", ".git"} <= set(dockerignore)
+    assert {"var/", "secrets/"} <= set((ROOT / ".gitignore").read_text().split())
