@@ -4,13 +4,13 @@
 # machines, or a `cms` role it creates through the postgres system account).
 set -euo pipefail
 answers() { PGCONNECT_TIMEOUT=3 psql "$1" -qtAc "select 1" >/dev/null 2>&1; }
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 if [ -n "${DATABASE_URL:-}" ] && answers "$DATABASE_URL"; then echo "$DATABASE_URL"; exit 0; fi
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)
   if [ -z "$version" ]; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     echo "ensure-postgres: installing PostgreSQL" >&2
     $SUDO apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql postgresql-client >&2
@@ -18,7 +18,8 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     if [ -z "$version" ]; then echo "ensure-postgres: PostgreSQL did not install" >&2; exit 1; fi
   fi
   echo "ensure-postgres: starting PostgreSQL $version" >&2
-  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || pg_ctlcluster "$version" main start
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || $SUDO pg_ctlcluster "$version" main start
   for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
 fi
 
@@ -26,7 +27,6 @@ if answers "postgres://postgres@127.0.0.1:5432/postgres"; then
   echo "postgres://postgres@127.0.0.1:5432/cms"; exit 0
 fi
 # Default Debian auth: create a password role through the postgres system account.
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO -u postgres psql -qtAc "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='cms')
   THEN CREATE ROLE cms LOGIN CREATEDB PASSWORD 'cms'; END IF; END\$\$;" >/dev/null 2>&1 \
   || su postgres -c "psql -qtAc \"DO \\\$\\\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='cms') THEN CREATE ROLE cms LOGIN CREATEDB PASSWORD 'cms'; END IF; END\\\$\\\$;\"" >/dev/null
