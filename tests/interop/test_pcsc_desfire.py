@@ -8,6 +8,7 @@ gets CardRemovedError, never a retry), two cards in two readers at once, and the
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -134,6 +135,8 @@ def _cli_card(pcscd, state, timeout: float = 60.0) -> tuple[subprocess.Popen, st
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = process.stdout.readline()
         if "inserted at" in line:
+            seen = process.stdout.readline()  # the bridge tells when pcscd has taken the card
+            assert "pcscd has seen the card" in seen, seen
             return process, pcscd.reader_name(port)
         output = line + process.stdout.read()
         if process.wait(10) != 3 or time.monotonic() > deadline:  # 3: slot busy
@@ -141,7 +144,8 @@ def _cli_card(pcscd, state, timeout: float = 60.0) -> tuple[subprocess.Popen, st
         time.sleep(0.5)
 
 
-def _connect(reader: str, timeout: float = 15.0) -> DESFire:
+def _connect(reader: str, timeout: float = 15.0):
+    """A pyscard connection to `reader` and our DESFire host on it."""
     from smartcard.Exceptions import CardConnectionException, NoCardException
     from smartcard.System import readers
 
@@ -152,11 +156,18 @@ def _connect(reader: str, timeout: float = 15.0) -> DESFire:
         try:
             connection = next(r for r in readers() if str(r) == reader).createConnection()
             connection.connect()
-            return DESFire(PyscardTransport(connection))
+            return connection, DESFire(PyscardTransport(connection))
         except (NoCardException, CardConnectionException):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def _release(connection) -> None:
+    """Let go of a handle, as a host does after its card left: releasing it later would power down
+    (SCARD_UNPOWER_CARD, pyscard's default) whatever card is in that reader by then."""
+    with contextlib.suppress(Exception):
+        connection.disconnect()
 
 
 def test_state_file_survives_a_killed_bridge_process(pcscd, tmp_path):
@@ -164,7 +175,7 @@ def test_state_file_survives_a_killed_bridge_process(pcscd, tmp_path):
     app_key = bytearray(os.urandom(16))
     process, reader = _cli_card(pcscd, state)
     try:
-        df = _connect(reader)
+        connection, df = _connect(reader)
         uid = df.get_version().uid
         _provision(df, "ev2", app_key)
         df.select_application(AID)
@@ -174,17 +185,19 @@ def test_state_file_survives_a_killed_bridge_process(pcscd, tmp_path):
     finally:
         process.send_signal(signal.SIGKILL)  # no chance to save on the way out
         process.wait(10)
+    _release(connection)
     saved = json.loads(state.read_text())
     assert saved["kind"] == "desfire-ev2" and saved["uid"] == uid.hex()
     assert [app["aid"] for app in saved["apps"]] == [AID.hex()]
 
     process, reader = _cli_card(pcscd, state)  # maybe another reader: the card is its state file
     try:
-        df = _connect(reader)
+        connection, df = _connect(reader)
         assert df.get_version().uid == uid
         df.select_application(AID)
         df.authenticate_ev2_first(1, bytearray(app_key))
         assert df.read_data(FILE_FULL, 0, 0, CommMode.FULL) == PAYLOAD
+        _release(connection)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0

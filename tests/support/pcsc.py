@@ -43,18 +43,35 @@ class PcscUnavailable(RuntimeError):
     """pcscd or its vpcd readers cannot be had on this machine."""
 
 
-# One vpcd device, two slots (ports 35963, 35964), as /etc/reader.conf.d/vpcd has it. Not more:
-# libifdvpcd keeps its slots in one static array indexed by slot number, so a second reader.conf
-# entry overwrites the first one's slots (seen here: pcscd then reads device A's reader from device
-# B's socket and stops accepting cards on A's ports).
+# Our own pcscd gets four vpcd devices of two slots each: ports 35963..35970, reader N on 35963 + N,
+# so several test sessions on this machine rarely wait for a free reader. libifdvpcd keeps its slots
+# in one static array indexed by slot number, so devices sharing one loaded driver overwrite each
+# other's slots (seen here: pcscd then reads one reader from another's socket and stops taking
+# cards); each extra device therefore loads its own copy of the driver file (a separate dlopen).
+OWN_DEVICES = 4
 SLOTS_PER_DEVICE = 2
+DRIVER_COPIES = TMP / "cms-pcscd-drivers"
+
+
+def _device_name(device: int) -> str:
+    # Distinct names: pcscd gives equal FRIENDLYNAMEs equal reader names.
+    return READER_PREFIX if device == 0 else f"{READER_PREFIX} {chr(ord('A') + device)}"
+
+
+def _driver_path(device: int) -> Path:
+    return VPCD_DRIVER if device == 0 else DRIVER_COPIES / f"libifdvpcd-{device}.so"
 
 
 def own_reader_conf() -> tuple[str, dict[int, str]]:
-    """reader.conf text for pcscd's vpcd reader, and the reader name of each port."""
-    text = (f'FRIENDLYNAME "{READER_PREFIX}"\nDEVICENAME   /dev/null:0x{VPCD_PORT:04X}\n'
-            f"LIBPATH      {VPCD_DRIVER}\nCHANNELID    0x{VPCD_PORT:04X}\n")
-    return text, default_reader_names()
+    """reader.conf text for OWN_DEVICES vpcd devices, and the reader name of each port."""
+    entries, names = [], {}
+    for device in range(OWN_DEVICES):
+        channel = VPCD_PORT + device * SLOTS_PER_DEVICE
+        entries.append(f'FRIENDLYNAME "{_device_name(device)}"\nDEVICENAME   /dev/null:0x{channel:04X}\n'
+                       f"LIBPATH      {_driver_path(device)}\nCHANNELID    0x{channel:04X}\n")
+        for slot in range(SLOTS_PER_DEVICE):
+            names[channel + slot] = f"{_device_name(device)} 00 {slot:02X}"
+    return "\n".join(entries), names
 
 
 def default_reader_names() -> dict[int, str]:
@@ -129,6 +146,12 @@ def _start_pcscd() -> int:
     if not VPCD_DRIVER.exists():
         raise PcscUnavailable(f"the vpcd driver ({VPCD_DRIVER}) is not installed: {SETUP_HINT}")
     OWN_CONF_DIR.mkdir(exist_ok=True)
+    DRIVER_COPIES.mkdir(exist_ok=True)
+    for device in range(1, OWN_DEVICES):
+        # A fresh file each time (copy, then rename): never rewrite a driver a pcscd may have mapped.
+        partial = _driver_path(device).with_suffix(".partial")
+        shutil.copyfile(VPCD_DRIVER, partial)
+        os.replace(partial, _driver_path(device))
     (OWN_CONF_DIR / "vpcd").write_text(own_reader_conf()[0])
     command = ["pcscd", "--foreground", "--config", str(OWN_CONF_DIR)]
     if os.geteuid() != 0:
