@@ -103,7 +103,15 @@ def test_stations_approve_and_revoke(acme_world, admin):
 
 
 def test_dashboard_counts_cards_and_key_versions(acme_world, operator):
+    from django.utils import timezone
+
+    from cards.models import Job
+
+    world = acme_world
+    Job.objects.create(tenant=world["card"].tenant, card=world["card"], station=world["station"],
+                       state="succeeded", finished_at=timezone.now())
     body = web_client(operator).get("/").content.decode()
+    assert f"{timezone.now():%Y-%m-%d}: 1" in body  # today's bar of the provisioning rate
     assert 'id="stations-online">0 / 1' in body
     assert "cmk" in body and "v1" in body
 
