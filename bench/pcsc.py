@@ -33,32 +33,38 @@ def in_reader(card: VirtualCard, pcscd: Pcscd) -> Iterator[tuple[PyscardTranspor
     """`card` in the first free vpcd reader: a pyscard transport and the reader name; out at the end."""
     from smartcard.System import readers
 
-    for port in pcscd.ports:
-        bridge = VpcdBridge(card, port)
-        try:
-            bridge.start(timeout=10)
-        except (SlotBusy, NotSeen):
-            continue
-        try:
-            reader = next(r for r in readers() if str(r) == pcscd.reader_name(port))
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    connection = reader.createConnection()
-                    connection.connect()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+    deadline = time.monotonic() + 300
+    bridge = None
+    while bridge is None:
+        for port in pcscd.ports:
+            candidate = VpcdBridge(card, port)
             try:
-                yield PyscardTransport(connection), str(reader)
-            finally:
-                connection.disconnect()
+                bridge = candidate.start(timeout=10)
+                break
+            except (SlotBusy, NotSeen):
+                continue
+        if bridge is None:
+            if time.monotonic() > deadline:
+                raise PcscUnavailable(f"every vpcd reader {pcscd.ports} stayed busy for 300 s")
+            time.sleep(0.5)
+    try:
+        reader = next(r for r in readers() if str(r) == pcscd.reader_name(bridge.port))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                connection = reader.createConnection()
+                connection.connect()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)  # pcscd may list the card a poll after vpcd handed it over
+        try:
+            yield PyscardTransport(connection), str(reader)
         finally:
-            bridge.stop()
-        return
-    raise PcscUnavailable(f"every vpcd reader {pcscd.ports} is busy")
+            connection.disconnect()
+    finally:
+        bridge.stop()
 
 
 def runs(transport_for, repeat: int, commands: int) -> list[tuple[float, float]]:

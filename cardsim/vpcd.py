@@ -43,9 +43,17 @@ class _PeerClosed(Exception):
     """vpcd closed the connection (pcscd stopped or restarted)."""
 
 
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     chunks = bytearray()
     while len(chunks) < n:
+        if _QUICKACK is not None:
+            # vpcd writes the length and the APDU in two send()s without TCP_NODELAY: with our
+            # ACK delayed (Linux: 40 ms) Nagle holds the APDU back. ACK at once (reset by the kernel
+            # after each read, so set it every time).
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         chunk = sock.recv(n - len(chunks))
         if not chunk:
             raise _PeerClosed
