@@ -30,6 +30,7 @@ class VirtualCard:
         self.ins_counts: dict[int, int] = {}
         self.apdu_count = 0
         self.state_path: Path | None = None
+        self._saved_state: str | None = None
         self._lock = threading.RLock()
 
     # -- card side -------------------------------------------------------
@@ -65,6 +66,7 @@ class VirtualCard:
     def attach_state_file(self, path: str | os.PathLike) -> None:
         """Load from `path` if it exists, and save there after every command."""
         self.state_path = Path(path)
+        self._saved_state = None
         if self.state_path.exists():
             self.load_state(json.loads(self.state_path.read_text()))
         else:
@@ -74,12 +76,15 @@ class VirtualCard:
         if self.state_path is None:
             return
         data = json.dumps({"kind": self.kind, **self.to_state()}, indent=1, sort_keys=True)
+        if data == self._saved_state and self.state_path.exists():
+            return  # the command changed nothing the card keeps (a read, a status query): no write
         # Atomic replace: a reader of the file never sees half a state.
         fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".card-")
         with os.fdopen(fd, "w") as handle:
             handle.write(data)
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.state_path)
+        self._saved_state = data
 
 
 @dataclass
