@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,8 +15,7 @@ import requests
 from cardsim.desfire import DESFireCard
 from readeragent.worker import make_app
 
-from .stack import ROOT, start_stack, stop_stack
-from .station import agent_process, start_redis, stop, wait_started
+from .station import agent_process, stop, wait_started
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.vault, pytest.mark.slow, pytest.mark.xdist_group("pcsc")]
 AID = "F0D001"  # in the demo tenant's DESFire range (cms/bootstrap.py)
@@ -100,34 +97,6 @@ from keys.models import KeyVersion
 rows = KeyVersion.objects.filter(slot__card__uid=@UID@).select_related("slot", "slot__application")
 print("E2E " + json.dumps(sorted([r.slot.role, r.slot.key_no, r.number, r.state] for r in rows)))
 """
-
-
-@pytest.fixture(scope="module")
-def cms_stack(tmp_path_factory):
-    broker, redis_process = start_redis(tmp_path_factory.mktemp("redis"))
-    stack = start_stack(tmp_path_factory.mktemp("stack") / "instance", broker)
-    try:
-        stack.data = stack.shell(SETUP)
-        yield stack
-    finally:
-        stop_stack(stack)
-        stop(redis_process)
-
-
-@pytest.fixture
-def enrolled_station(cms_stack, tmp_path):
-    code = f"e2e-{secrets.token_hex(4)}"
-    created = cms_stack.shell(NEW_STATION.replace("@CODE@", repr(code)))
-    home = tmp_path / "agent"
-    done = subprocess.run([sys.executable, "-m", "readeragent", "enroll", "--cms", cms_stack.url, "--station",
-                           code, "--token", created["token"], "--home", str(home)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    enrolled = json.loads(done.stdout)
-    assert enrolled["status"] == "enrolled" and enrolled["queue"] == f"station.{code}"
-    approved = cms_stack.shell(APPROVE.replace("@CODE@", repr(code)))
-    assert approved == {"status": "approved", "sign": enrolled["sign_public_key"]}
-    return code, created["id"], home
 
 
 def _api(stack, method, path, **kw):
