@@ -45,8 +45,9 @@ RESULT_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED, JobS
 OPEN_JOB_STATES = (JobState.CREATED, JobState.DISPATCHED, JobState.RUNNING)
 REFUSED_CARD_STATES = (CardState.QUARANTINED, CardState.REVOKED, CardState.SUSPENDED)
 # The agent's error kinds (exception class names) that mean the card refused our key or cryptogram.
+# A PUT KEY whose key check values differ leaves keys on the card that nobody knows: a person looks.
 AUTH_FAILURE_KINDS = frozenset({"AuthenticationError", "AuthenticationRejectedError", "CryptogramError",
-                                "CryptogramMismatchError"})
+                                "CryptogramMismatchError", "KcvMismatchError"})
 NOT_A_CARD_ANSWER = frozenset({"CardRemovedError", "TransportError"})
 NO_RESULT = "NoResult"  # error kind of a job that expired without a result
 APPLICATION_NOT_FOUND = "91A0"

@@ -75,3 +75,18 @@ def test_put_key_in_flight_is_probed_with_key_information(cms, station, jcop_pro
     ops = [s["op"] for s in resumed["script"]["steps"]]
     assert "gp.put_key" not in ops and ops[:2] == ["select", "gp.open_scp03"]
     assert resumed["script"]["steps"][1]["kvn"] == 0x31
+
+
+def test_put_key_whose_kcv_differs_quarantines_the_card(cms, station, jcop_profile, order_for):
+    order_for(jcop_profile, uids=[JCOP_UID])
+    cms.report(station.report("card_presented", uid=JCOP_UID))
+    envelope = cms.last_envelope()
+    error = {"step": 2, "op": "gp.put_key", "apdu": "84D8003181", "sw": None, "kind": "KcvMismatchError",
+             "message": "PUT KEY: the card's key check values differ from ours", "authentication": False}
+    outcome = cms.result(station.result(envelope, state="failed", upto=2, statuses={2: "in_flight"},
+                                        error=error))
+    assert outcome["quarantined"] is True and outcome["probe_required"] is True
+    card = Card.objects.get(uid=JCOP_UID)
+    assert card.state == "quarantined"
+    assert {v.state for v in KeyVersion.objects.filter(slot__card=card)} == {"pending"}
+    assert cms.report(station.report("card_presented", uid=JCOP_UID))["reason"] == "card_state"
