@@ -84,3 +84,43 @@ class ChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"head #{self.sequence}"
+
+
+class AlertState(models.TextChoices):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    CLOSED = "closed"
+
+
+class Alert(models.Model):
+    """A suspicious pattern that a beat rule found (seed 003, "Auditing & Monitoring"), deduplicated:
+    while an alert for the same (tenant, rule, subject) is open or acknowledged, the rule updates it
+    (count, last_seen_at) instead of opening another. Kept, like events, without foreign keys."""
+
+    tenant_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    tenant_slug = models.CharField(max_length=50, blank=True)
+    rule = models.CharField(max_length=32, db_index=True)
+    subject = models.CharField(max_length=200,
+                               help_text="what the rule is about: card:<uid>, station:<code>, ...")
+    state = models.CharField(max_length=16, choices=AlertState.choices, default=AlertState.OPEN,
+                             db_index=True)
+    message = models.CharField(max_length=300)
+    details = models.JSONField(default=dict, blank=True)
+    count = models.PositiveIntegerField(default=1, help_text="occurrences seen since first_seen_at")
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    tenant_path = "tenant_id"
+
+    class Meta:
+        ordering = ["-last_seen_at", "-pk"]
+        indexes = [models.Index(fields=["tenant_id", "rule", "subject", "state"], name="alert_dedup")]
+        constraints = [models.UniqueConstraint(
+            fields=["tenant_id", "rule", "subject"], condition=~models.Q(state="closed"),
+            name="one_live_alert_per_rule_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.rule} {self.subject} ({self.state})"

@@ -30,3 +30,4 @@ def station_report(report: dict) -> dict:
              retry_backoff=2, retry_backoff_max=120, retry_jitter=True, max_retries=10)
 def job_result(result: dict) -> dict:
     return jobs.job_result_handle(result)
+from cards import tasks_alerts  # noqa: E402,F401 - registers the alert and webhook tasks

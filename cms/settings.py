@@ -174,7 +174,28 @@ CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "False")
 CELERY_BEAT_SCHEDULE = {
     # retired key versions past their grace period are destroyed in Vault
     "keys-grace-sweep": {"task": "keys.grace_sweep", "schedule": envint("KEY_GRACE_SWEEP_SECONDS", "3600")},
+    # alert rules (cards.tasks_alerts): failed authentications, unwrap rate, station IP and heartbeat
+    "alerts-rules": {"task": "alerts.run_rules", "schedule": envint("ALERT_RULES_SECONDS", "60")},
+    # the whole audit chain is walked: less often
+    "alerts-audit-chain": {"task": "alerts.audit_chain", "schedule": envint("ALERT_AUDIT_VERIFY_SECONDS",
+                                                                             "3600")},
+    # MES webhooks: new audit events become deliveries (the outbox), each delivered by its own task
+    "webhooks-collect": {"task": "webhooks.collect", "schedule": envint("WEBHOOK_COLLECT_SECONDS", "10")},
 }
+
+# --- Alerts (seed 003 "Auditing & Monitoring"; see audit/alerts.py, cards/alerts.py) ------------
+ALERT_FAILED_AUTH_THRESHOLD = envint("ALERT_FAILED_AUTH_THRESHOLD", "3")
+ALERT_FAILED_AUTH_WINDOW_SECONDS = envint("ALERT_FAILED_AUTH_WINDOW_SECONDS", "900")
+ALERT_UNWRAP_THRESHOLD = envint("ALERT_UNWRAP_THRESHOLD", "1000")
+ALERT_UNWRAP_WINDOW_SECONDS = envint("ALERT_UNWRAP_WINDOW_SECONDS", "300")
+ALERT_STATION_HEARTBEAT_MISSES = envint("ALERT_STATION_HEARTBEAT_MISSES", "3")
+ALERT_STATION_ALLOWED_NETWORKS = envlist("ALERT_STATION_ALLOWED_NETWORKS")
+
+# --- MES webhooks (cards/webhooks.py) -----------------------------------------------------
+WEBHOOK_TIMEOUT_SECONDS = envint("WEBHOOK_TIMEOUT_SECONDS", "5")
+WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", "8")
+WEBHOOK_BACKOFF_SECONDS = envint("WEBHOOK_BACKOFF_SECONDS", "10")
+WEBHOOK_BACKOFF_MAX_SECONDS = envint("WEBHOOK_BACKOFF_MAX_SECONDS", "3600")
 
 # --- Vault (HashiCorp Vault API; OpenBao locally) -----------------------------------------
 VAULT_ADDR = env("VAULT_ADDR", "http://127.0.0.1:8200")

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from cards.api.access import ApiTokenViewSet, MembershipViewSet, ServiceAccountViewSet
+from cards.api.alerts import AlertViewSet
 from cards.api.cards import ApplicationViewSet, CardFileViewSet, CardViewSet
 from cards.api.jobs import CardReleaseViewSet, ProfilePlanViewSet, StationEnrolViewSet
 from cards.api.orders import JobViewSet, OrderViewSet
 from cards.api.profiles import ProfileViewSet
 from cards.api.stations import StationViewSet
 from cards.api.tenants import TenantViewSet
+from cards.api.webhooks import WebhookViewSet
 
 
 def register(router) -> None:
@@ -26,3 +28,5 @@ def register(router) -> None:
     router.register("memberships", MembershipViewSet, basename="membership")
     router.register("service-accounts", ServiceAccountViewSet, basename="service-account")
     router.register("api-tokens", ApiTokenViewSet, basename="api-token")
+    router.register("alerts", AlertViewSet, basename="alert")
+    router.register("webhooks", WebhookViewSet, basename="webhook")

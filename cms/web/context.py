@@ -14,6 +14,7 @@ MENU = [
     ("web:campaigns", "Key rotation", "manage"),
     ("web:kek", "KEK rotation", "manage"),
     ("web:audit", "Audit", "view_audit"),
+    ("web:alerts", "Alerts", "view_audit"),
 ]
 
 

@@ -1,7 +1,7 @@
 """URL map of the web UI, mounted at / (namespace "web")."""
 from django.urls import path
 
-from cms.web.views import audit, auth, cards, dashboard, keys
+from cms.web.views import alerts, audit, auth, cards, dashboard, keys
 
 app_name = "web"
 
@@ -39,4 +39,6 @@ urlpatterns = [
     path("campaigns/<int:pk>/cancel/", keys.campaign_cancel, name="campaign_cancel"),
     path("kek/", keys.kek, name="kek"),
     path("kek/<int:pk>/approve/", keys.kek_approve, name="kek_approve"),
+    path("alerts/", alerts.alerts, name="alerts"),
+    path("alerts/<int:pk>/acknowledge/", alerts.alert_ack, name="alert_ack"),
 ]

@@ -12,8 +12,11 @@ import hashlib
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 
+from audit.models import Alert
 from audit.services import record_event
 from cards.models import Application, Card, CardFile, CardProfile, Job, Order, Station, Tenant
+from cards.models.webhooks import WebhookEndpoint
+from cards.webhooks import secret_ref as webhook_secret_ref
 from cms.api_urls import router
 from cms.models import ApiToken, Membership, ServiceAccount
 from keys.models import KeySlot, KeyVersion, MasterKey, MasterKeyVersion
@@ -63,6 +66,13 @@ def world(acme, owner, operator, outsider, masters):
     account = ServiceAccount.objects.create(tenant=acme, name="mes")
     token, _ = ApiToken.objects.issue(account)
     event = record_event(action="test.world_made", actor_type="system", actor_name="tests", tenant=acme)
+    alert = Alert.objects.create(tenant_id=acme.pk, tenant_slug=acme.slug, rule="station_silent",
+                                 subject="station:acme-line-1", message="silent",
+                                 first_seen_at=event.created_at, last_seen_at=event.created_at)
+    webhook = WebhookEndpoint.objects.create(tenant=acme, url="https://mes.example/hook",
+                                             events=["job.finished"])
+    webhook.secret_ref = str(webhook_secret_ref(webhook))  # no blob behind it: these tests are about access
+    webhook.save()
     return {
         "tenants": acme.pk,
         "profiles": profile.pk,
@@ -79,6 +89,8 @@ def world(acme, owner, operator, outsider, masters):
         "api-tokens": token.pk,
         "memberships": Membership.objects.get(user=operator).pk,
         "audit-events": event.pk,
+        "alerts": alert.pk,
+        "webhooks": webhook.pk,
     }
 
 
@@ -116,6 +128,10 @@ def _owner_request(method: str, path: str, world: dict) -> tuple[dict | None, di
         ("POST", "api-tokens/{id}/revoke/"): (None, {}, 200),
         ("POST", "cards/{id}/release/"): ({"reason": "checked by hand"}, {}, 400),  # it is not quarantined
         ("POST", "profiles/{id}/plan/"): ({"card": world["cards"]}, {}, 200),
+        ("POST", "alerts/{id}/acknowledge/"): ({"note": "looking"}, {}, 200),
+        # the receiver is created (its secret wrapped in Vault) and deactivated (the secret destroyed)
+        ("POST", "webhooks/"): ({"url": "https://mes.example/cms", "events": ["order.completed"]}, {}, 201),
+        ("POST", "webhooks/{id}/deactivate/"): (None, {}, 200),
         # no user at all: the one-time enrolment token is the credential, and this one is wrong
         ("POST", "stations/enroll/"): ({"code": "acme-line-1", "token": "enr_not-the-token",
                                        "hpke_public_key": "11" * 32, "sign_public_key": "22" * 32}, {}, 403),
@@ -141,7 +157,7 @@ def _call(client, method: str, path: str, body: dict | None, headers: dict):
 def _acme_state(acme: Tenant) -> str:
     """A digest of every row that belongs to acme (audit events aside: refusals may be recorded)."""
     models = [Tenant, CardProfile, Card, Application, CardFile, Station, Order, Job, KeySlot, KeyVersion,
-              MasterKey, ServiceAccount, ApiToken, Membership]
+              MasterKey, ServiceAccount, ApiToken, Membership, WebhookEndpoint, Alert]
     rows = []
     for model in models:
         path = "id" if model.tenant_path == "id" else f"{model.tenant_path}"

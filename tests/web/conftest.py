@@ -84,6 +84,9 @@ def web_client(user=None, *, recent_auth: bool = True) -> Client:
 @pytest.fixture
 def acme_world(acme, admin):
     """One of everything in acme: profile, station, order, job, card with key slots and versions, campaign."""
+    from django.utils import timezone
+
+    from audit.models import Alert
     from cards.models import Card, CardProfile, Job, Order, Station
     from cards.models.stations import StationStatus
     from keys import services as key_services
@@ -105,5 +108,8 @@ def acme_world(acme, admin):
     campaign = RotationCampaign.objects.create(tenant=acme, name="acme-secret-campaign", roles=["cmk"],
                                                target="random", created_by=admin)
     rotation = KekRotation.objects.create(tenant=acme, requested_by=admin)
+    alert = Alert.objects.create(tenant_id=acme.pk, tenant_slug=acme.slug, rule="station_silent",
+                                 subject="station:acme-line-1",
+                                 message="station acme-line-1 silent for 600 s", first_seen_at=timezone.now(), last_seen_at=timezone.now())
     return {"profile": profile, "station": station, "card": card, "order": order, "job": job,
-            "campaign": campaign, "kek_rotation": rotation, "slot": slot}
+            "campaign": campaign, "kek_rotation": rotation, "slot": slot, "alert": alert}

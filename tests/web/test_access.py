@@ -19,15 +19,15 @@ OBJECT_FOR = {
     "job": "job", "card": "card", "card_suspend": "card", "card_resume": "card", "card_revoke": "card",
     "campaign": "campaign", "campaign_approve": "campaign", "campaign_start": "campaign",
     "campaign_pause": "campaign", "campaign_resume": "campaign", "campaign_rollback": "campaign",
-    "campaign_cancel": "campaign", "kek_approve": "kek_rotation",
+    "campaign_cancel": "campaign", "kek_approve": "kek_rotation", "alert_ack": "alert",
 }
 OTHER_PARAMS = {"audit_export": {"fmt": "csv"}}
 # What only acme's pages would show: none of it may reach an admin of globex.
 ACME_MARKERS = ["04A1B2C3D4E5F6", "acme-secret-campaign", "acme-line-1", "acme"]
 # Which role (in the current tenant) each page needs: manage pages are for admins, audit for admin/auditor.
 MANAGE = {"station_approve", "station_revoke", "card_suspend", "card_resume", "card_revoke", "campaigns",
-          "kek", "kek_approve"} | {name for name in OBJECT_FOR if name.startswith("campaign")}
-AUDIT = {"audit", "audit_export", "audit_verify"}
+          "kek", "kek_approve", "alert_ack"} | {name for name in OBJECT_FOR if name.startswith("campaign")}
+AUDIT = {"audit", "audit_export", "audit_verify", "alerts"}
 
 
 def _patterns() -> list[URLPattern]:
@@ -93,10 +93,12 @@ def test_admin_of_another_tenant_gets_nothing_of_acme(name, acme_world, other_ad
     world["card"].refresh_from_db()
     world["station"].refresh_from_db()
     world["kek_rotation"].refresh_from_db()
+    world["alert"].refresh_from_db()
     assert world["campaign"].state == "awaiting_approval"
     assert world["card"].state == "active"
     assert world["station"].status == "enrolled"
     assert world["kek_rotation"].state == "awaiting_approval"
+    assert world["alert"].state == "open"
     assert AuditEvent.objects.filter(tenant_slug="acme").count() == before
 
 

@@ -12,6 +12,7 @@ from cards.models.cards import CardState
 from cards.models.orders import JobState
 from cards.selectors import card_list, job_list, station_list
 from cms.web.access import current, page
+from cms.web.views.alerts import open_alert_count
 from keys.models import VersionState
 from keys.selectors import key_version_list
 
@@ -47,5 +48,5 @@ def dashboard(request):
         "provisioned": _bars([{"day": d, "n": per_day.get(d, 0)} for d in days]),
         "card_states": card_states, "card_total": sum(by_state.values()),
         "stations_online": sum(s.online for s in stations), "stations_total": len(stations),
-        "key_versions": _bars(versions),
+        "key_versions": _bars(versions), "open_alerts": open_alert_count(request),
     })
