@@ -10,6 +10,7 @@ rewrapped again. Only when every blob is on the latest KEK version is
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -20,6 +21,9 @@ from keys.errors import KeystoreError, KeystoreUnavailable
 
 _VERSION = re.compile(r"^vault:v(\d+):")
 ROUNDS = 5
+# Secrets read, rewrapped and written per step (bounds memory), and the threads doing the requests.
+CHUNK = 2000
+WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,35 @@ def _rewrap_batch(tenant_id: int, items: list[tuple[keystore.BlobRef, str]]) -> 
     return {ref: result["ciphertext"] for (ref, _), result in zip(items, results, strict=True)}
 
 
+def _pool_map(workers: int, function, items: list) -> list:
+    """`function` over `items`, on `workers` threads (each with its own Vault client) when more than one."""
+    if workers <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rewrap") as pool:
+        return list(pool.map(function, items))
+
+
+def _write_back(tenant_id: int, new: dict[keystore.BlobRef, str]):
+    def write(entry: tuple[str, dict[str, str], int]) -> str | None:
+        path, fields, version = entry
+        updated = {f: new.get(keystore.BlobRef(path, f), ct) for f, ct in fields.items()}
+        written = keystore.write_secret(path, updated, version)
+        if written is None:
+            return path  # someone wrote meanwhile: read it again next round
+        # the older versions hold the same keys under old KEK versions: erase them
+        keystore.destroy_versions(path, written - 1)
+        return None
+    return write
+
+
 def rewrap_tenant(tenant_id: int, *, batch_size: int = keystore.DEFAULT_BATCH,
-                  raise_min_version: bool = True) -> RewrapReport:
-    """Bring every blob of the tenant to the latest KEK version, `batch_size` blobs per Transit call."""
+                  raise_min_version: bool = True, workers: int = WORKERS) -> RewrapReport:
+    """Bring every blob of the tenant to the latest KEK version, `batch_size` blobs per Transit call.
+
+    Secrets are handled CHUNK at a time: read (on `workers` threads: the KV round trips, one read,
+    one check-and-set write and one destroy per secret, cost far more than the Transit batches),
+    every stale blob of the chunk rewrapped in batches, then written back (threads again).
+    """
     info = keystore.kek_info(tenant_id)
     if info is None:
         raise KeystoreError(f"tenant {tenant_id} has no KEK")
@@ -77,24 +107,23 @@ def rewrap_tenant(tenant_id: int, *, batch_size: int = keystore.DEFAULT_BATCH,
         if not todo:
             break
         lost_race: list[str] = []
-        # read, rewrap and write in chunks so memory and request size stay bounded
-        chunk: list[tuple[str, dict[str, str], int]] = []
-        stale_count = 0
-        for path in todo:
-            fields, version = keystore.read_secret(path)
-            stale = sum(1 for ct in fields.values() if kek_version_of(ct) < latest)
-            if not stale:
+        for start in range(0, len(todo), CHUNK):
+            part = todo[start:start + CHUNK]
+            read = _pool_map(workers, keystore.read_secret, part)
+            chunk = [(path, fields, version) for path, (fields, version) in zip(part, read, strict=True)
+                     if any(kek_version_of(ct) < latest for ct in fields.values())]
+            if not chunk:
                 continue
-            if chunk and stale_count + stale > batch_size:
-                # a secret is rewrapped whole, in the batch its first blob lands in
-                done, lost, used = _rewrap_chunk(tenant_id, chunk, latest, batch_size)
-                rewrapped, calls, lost_race = rewrapped + done, calls + used, lost_race + lost
-                chunk, stale_count = [], 0
-            chunk.append((path, fields, version))
-            stale_count += stale
-        if chunk:
-            done, lost, used = _rewrap_chunk(tenant_id, chunk, latest, batch_size)
-            rewrapped, calls, lost_race = rewrapped + done, calls + used, lost_race + lost
+            items = [(keystore.BlobRef(path, f), ct) for path, fields, _ in chunk
+                     for f, ct in sorted(fields.items()) if kek_version_of(ct) < latest]
+            batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+            new: dict[keystore.BlobRef, str] = {}
+            for result in _pool_map(workers, lambda batch: _rewrap_batch(tenant_id, batch), batches):
+                new.update(result)
+            calls += len(batches)
+            lost = [path for path in _pool_map(workers, _write_back(tenant_id, new), chunk) if path]
+            rewrapped += sum(1 for ref in new if ref.path not in lost)
+            lost_race += lost
         todo = lost_race
     if todo:
         raise KeystoreUnavailable(f"secrets kept changing during rewrap: {', '.join(todo)}; try again")
@@ -106,27 +135,6 @@ def rewrap_tenant(tenant_id: int, *, batch_size: int = keystore.DEFAULT_BATCH,
                         transit_calls=calls, min_decryption_version=min_version)
 
 
-def _rewrap_chunk(tenant_id: int, chunk, latest: int, batch_size: int) -> tuple[int, list[str], int]:
-    items = [(keystore.BlobRef(path, f), ct) for path, fields, _ in chunk
-             for f, ct in sorted(fields.items()) if kek_version_of(ct) < latest]
-    new: dict[keystore.BlobRef, str] = {}
-    calls = 0
-    for start in range(0, len(items), batch_size):
-        new.update(_rewrap_batch(tenant_id, items[start:start + batch_size]))
-        calls += 1
-    lost = []
-    for path, fields, version in chunk:
-        updated = {f: new.get(keystore.BlobRef(path, f), ct) for f, ct in fields.items()}
-        written = keystore.write_secret(path, updated, version)
-        if written is None:
-            lost.append(path)  # someone wrote meanwhile: read it again next round
-            continue
-        # the older versions hold the same keys under old KEK versions: erase them
-        keystore.destroy_versions(path, written - 1)
-    done = sum(1 for ref in new if ref.path not in lost)
-    return done, lost, calls
-
-
 def rewrap_one_by_one(tenant_id: int) -> RewrapReport:
-    """The same job with one Transit call per blob: only for bench/rewrap.py's comparison."""
-    return rewrap_tenant(tenant_id, batch_size=1, raise_min_version=False)
+    """The naive job, one Transit call per blob and one request at a time: bench/rewrap.py's baseline."""
+    return rewrap_tenant(tenant_id, batch_size=1, raise_min_version=False, workers=1)
