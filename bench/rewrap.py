@@ -113,8 +113,9 @@ def _run(args) -> None:
     print(f"whole rewrap, batches of {batch}, {workers} threads: {report.blobs_rewrapped} keys in "
           f"{report.secrets} secrets, {report.transit_calls} Transit calls, {t_whole:.1f}s = "
           f"{whole_rate:,.0f} keys/s")
-    print(f"whole rewrap, one Transit call per key, one request at a time (SAMPLED on {naive.blobs_rewrapped} "
-          f"keys, extrapolated to {total}: {total / naive_rate:.0f}s): {naive_rate:,.0f} keys/s")
+    print(f"whole rewrap, one Transit call per key, one request at a time "
+          f"(SAMPLED on {naive.blobs_rewrapped} keys, extrapolated to {total}: {total / naive_rate:.0f}s): "
+          f"{naive_rate:,.0f} keys/s")
     print(f"ratio whole rewrap, batched / per key: {whole_rate / naive_rate:.1f}x")
 
     # 2. Transit alone: the same ciphertexts rewrapped again (no KV traffic)
