@@ -43,7 +43,7 @@ def yubikit(virtual: VirtualReader, keys: yk.StaticKeys, kvn: int) -> SecurityDo
     virtual.disconnect()
     reader = next(r for r in readers() if str(r) == virtual.reader)
     connection = ScardSmartCardConnection(reader.createConnection())  # connects itself
-    virtual._extra.append(connection)
+    virtual.others.append(connection)
     session = SecurityDomainSession(connection)  # SELECTs the ISD
     session.authenticate(yk.Scp03KeyParams(yk.KeyRef(0x01, kvn), keys))
     return session
@@ -57,10 +57,7 @@ def store_data(session: SecurityDomainSession, data: bytes) -> None:
 @pytest.fixture
 def jcop(pcsc_card):
     card = JCOP4Card(seed="pcsc-interop")
-    virtual = pcsc_card(card)
-    yield card, virtual
-    for connection in virtual._extra:
-        connection.close()
+    return card, pcsc_card(card)
 
 
 @pytest.mark.parametrize("s16", [False, True], ids=["S8", "S16"])

@@ -268,7 +268,7 @@ class VirtualReader:
     reader: str
     connection: object | None = None
     transport: PyscardTransport | None = None
-    _extra: list = field(default_factory=list)
+    others: list = field(default_factory=list)  # more connections to this reader, closed with it
 
     def connect(self, timeout: float = 10.0) -> PyscardTransport:
         """(Re)open a pyscard connection, e.g. after the card was removed and put back."""
@@ -310,6 +310,9 @@ class VirtualReader:
         return self.connect()
 
     def close(self) -> None:
+        for other in self.others:
+            with contextlib.suppress(Exception):
+                other.close()
         self.disconnect()
         self.bridge.stop()
 
