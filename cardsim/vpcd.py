@@ -148,6 +148,7 @@ class VpcdBridge:
         self._seen = False  # pcscd has powered the card on and read its ATR: clients can connect
         self._powered = False
         self._removed_at = 0.0
+        self._removed_by_fault = False
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -183,8 +184,10 @@ class VpcdBridge:
     def insert(self, *, wait: bool = True, timeout: float = 15.0) -> None:
         """Put the card (back) in the reader. A fault that removed it is spent: clear it."""
         with self._cond:
-            self.card.faults.remove_after = None
-            self.card.faults.remove_after_executing = None
+            if self._removed_by_fault:
+                self.card.faults.remove_after = None
+                self.card.faults.remove_after_executing = None
+                self._removed_by_fault = False
             self._want_inserted = True
             self._cond.notify_all()
         if wait:
@@ -305,6 +308,7 @@ class VpcdBridge:
                 self.card.save()
                 with self._cond:
                     self._want_inserted = False
+                    self._removed_by_fault = True
                     if self._sock is sock:
                         self._close_locked()
                     self._cond.notify_all()

@@ -129,6 +129,23 @@ def test_fault_removal_closes_the_socket_without_an_answer_and_insert_comes_back
         bridge.stop()
 
 
+def test_a_fault_planned_before_insertion_still_fires(vpcd):
+    card = DESFireCard("ev2")
+    card.faults.remove_after = 1  # as `python -m cardsim --remove-after 1` sets it
+    bridge = VpcdBridge(card, vpcd.port).start(wait=False)
+    try:
+        vpcd.accept()
+        vpcd.power_up()
+        vpcd.send(GET_VERSION)
+        assert vpcd.receive()[-2:] == b"\x91\xaf"
+        vpcd.send(bytes.fromhex("90AF000000"))
+        with pytest.raises(ConnectionError):
+            vpcd.receive()
+        bridge.wait_removed(5)
+    finally:
+        bridge.stop()
+
+
 def test_bridge_reconnects_when_vpcd_drops_the_connection(vpcd):
     bridge = VpcdBridge(DESFireCard("ev2"), vpcd.port, min_absence_s=0.1).start(wait=False)
     try:
