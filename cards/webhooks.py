@@ -250,7 +250,7 @@ def _finish(delivery_id, *, status: int | None, error: str, delivered: bool, ret
         else:
             delivery.state, delivery.next_attempt_at = DeliveryState.FAILED, None
         delivery.save()
-    log.info("webhook.attempt", delivery=str(delivery_id), event=delivery.event,
+    log.info("webhook.attempt", delivery=str(delivery_id), webhook_event=delivery.event,
              endpoint=delivery.endpoint_id, attempt=delivery.attempts, status=status, error=error[:200],
              state=delivery.state, retry_in=retry_in)
     return Attempt(delivery.state, status, retry_in)
