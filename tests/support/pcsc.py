@@ -1,9 +1,10 @@
 """Fixtures: pcscd with the vpcd driver (one per machine, shared), and virtual cards in its readers.
 
 `pcscd` reuses a running pcscd that offers "Virtual PCD" readers, or starts
-its own `pcscd --foreground` and stops it by pid when the last pytest process
-using it (xdist workers, other sessions on the machine) is done: users are
-counted in a JSON file under an flock in the temp directory. Tests marked
+its own `pcscd --foreground` (eight vpcd readers, see OWN_DEVICES) and stops it
+by pid when the last pytest process using it (xdist workers, other sessions on
+the machine, bench/ scripts) is done: users are counted in a JSON file under an
+flock in the temp directory. Tests marked
 `pcsc` are put in the xdist group "pcsc", so under `--dist loadgroup` they
 run in one worker; each card still takes its vpcd slot under the bridge's own
 slot lock, so concurrent sessions wait for each other instead of colliding.
@@ -39,6 +40,8 @@ OWN_CONF_DIR = TMP / "cms-pcscd-reader.conf.d"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 READER_PREFIX = "Virtual PCD"
 SETUP_HINT = "run bin/setup (it installs pcscd, vsmartcard-vpcd, libpcsclite-dev and swig)"
+
+
 class PcscUnavailable(RuntimeError):
     """pcscd or its vpcd readers cannot be had on this machine."""
 
