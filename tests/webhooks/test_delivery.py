@@ -215,3 +215,22 @@ def test_bad_receiver_input_is_refused_naming_the_field(acme, admin):
             webhooks.webhook_endpoint_create(actor=admin, tenant=acme, url=url, events=events)
         assert field in caught.value.message_dict
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_an_opened_alert_goes_to_a_receiver_that_asked_for_alerts(acme, admin, receiver, settings):
+    from cards import alerts as card_alerts
+
+    settings.ALERT_FAILED_AUTH_THRESHOLD = 2
+    _, secret = _endpoint(admin, acme, receiver.url, events=["alert.opened"])
+    for _ in range(2):
+        record_event(action="card.authenticated", actor_type="station", actor_name="acme-line-1", tenant=acme,
+                     result="failure", card_uid="04A1B2C3D4E5F6")
+    card_alerts.alerts_run_rules()
+    webhooks.webhooks_collect()
+    subjects = set()
+    for delivery in WebhookDelivery.objects.all():
+        assert webhooks.webhook_attempt(delivery_id=str(delivery.pk)).state == "delivered"
+    for request in receiver.requests:
+        assert _verify(secret, request)
+        subjects.add(json.loads(request["body"])["data"]["subject"])
+    assert subjects == {"card:04A1B2C3D4E5F6", "station:acme-line-1"}
