@@ -241,7 +241,8 @@ SPECTACULAR_SETTINGS = {
     # Several models have a "state" or "role" of their own: name each enum after its meaning.
     "ENUM_NAME_OVERRIDES": {"KeyVersionStateEnum": "keys.models.VersionState",
                             "JobStateEnum": "cards.models.orders.JobState",
-                            "PersonRoleEnum": "cards.api.access.PERSON_ROLES"},
+                            "PersonRoleEnum": "cards.api.access.PERSON_ROLES",
+                            "WebhookEventEnum": "cards.models.webhooks.WebhookEvent"},
 }
 
 # --- Logging (JSON lines through structlog) ---------------------------------------------
