@@ -222,3 +222,33 @@ def test_redelivered_job_writes_the_card_once(cms_stack, enrolled_station, pcsc_
     ledger.close()
     # one ChangeKey per key slot (PICC + three application keys), none of them twice
     assert card.ins_counts.get(0xC4) == 4
+
+
+def test_wrong_transport_key_quarantines_the_card_after_one_authentication(cms_stack, enrolled_station,
+                                                                           pcsc_card):
+    """The card's PICC key is not the transport key the CMS believes: one authenticate, the job fails,
+    the card is quarantined, and putting it back gets it no job and no further authentication."""
+    card = DESFireCard("ev2", picc_key_type="des", picc_key=bytes(range(16)))
+    uid = card.uid.hex().upper()
+    code, station_id, home = enrolled_station
+    _order(cms_stack, "campus", station_id, uid)
+    reader = pcsc_card(card, connect=False)
+    agent = agent_process(home, reader.reader, cms_stack.broker)
+    try:
+        wait_started(agent, home / "agent.log")
+        job = _wait_job(cms_stack, uid)
+        assert job["state"] == "failed"
+        detail = _api(cms_stack, "GET", f"jobs/{job['id']}/").json()
+        assert detail["error"]["authentication"] is True and detail["error"]["op"] == "desfire.authenticate"
+        assert card.ins_counts.get(0x1A) == 1
+        cards = _api(cms_stack, "GET", "cards/", params={"uid": uid}).json()
+        cards = cards["results"] if isinstance(cards, dict) else cards
+        assert [c["state"] for c in cards if c["uid"] == uid] == ["quarantined"]
+        reader.bridge.remove()
+        time.sleep(2.5)
+        reader.bridge.insert()  # presented again: refused by the CMS, nothing reaches the card
+        time.sleep(5)
+        assert len(_api(cms_stack, "GET", "jobs/", params={"card_uid": uid}).json()["results"]) == 1
+        assert card.ins_counts.get(0x1A) == 1
+    finally:
+        stop(agent)
