@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import record_event
+from audit.services import EventBatch, record_event
 from keys import keystore
 from keys.errors import KeyStateError, KeystoreError
 from keys.kcv import kcv, scheme_for_role
@@ -76,15 +76,25 @@ def _ensure_kek_once(tenant, actor) -> None:
         _kek_known.add(key)
 
 
-def _event(action: str, version: KeyVersion, slot: KeySlot, *, actor, job_id: str, details: dict) -> None:
-    record_event(action=action, actor=actor, tenant=slot.tenant, job_id=job_id, card_uid=slot.card.uid,
-                 aid=slot.application.aid if slot.application_id else "", key_no=slot.key_no,
-                 key_version=version.number, details={"role": slot.role, "policy": version.policy, **details})
+def _record(events: EventBatch | None, **fields) -> None:
+    """Into the caller's batch (appended with the job's other events), else straight onto the chain."""
+    if events is not None:
+        events.add(**fields)
+    else:
+        record_event(**fields)
+
+
+def _event(action: str, version: KeyVersion, slot: KeySlot, *, actor, job_id: str, details: dict,
+           events: EventBatch | None) -> None:
+    _record(events, action=action, actor=actor, tenant=slot.tenant, job_id=job_id, card_uid=slot.card.uid,
+            aid=slot.application.aid if slot.application_id else "", key_no=slot.key_no,
+            key_version=version.number, details={"role": slot.role, "policy": version.policy, **details})
 
 
 @transaction.atomic
 def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id: str = "",
-                                keep: dict[str, keystore.KeyBytes] | None = None) -> list[KeyVersion]:
+                                keep: dict[str, keystore.KeyBytes] | None = None,
+                                events: EventBatch | None = None) -> list[KeyVersion]:
     """One new pending version per slot of ONE card, with as few Vault round trips as the keystore allows.
 
     Random slots: generated here, wrapped in one Transit batch, stored with one KV write (as
@@ -119,7 +129,7 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
                 if keep is not None:
                     keep[kv_ref(version)] = keystore.KeyBytes(keys[ref])
                 versions.append(version)
-                _event("keys.key_generated", version, slot, actor=actor, job_id=job_id,
+                _event("keys.key_generated", version, slot, actor=actor, job_id=job_id, events=events,
                        details={"ref": version.vault_ref, "source": "cms", "kcv": version.kcv})
     for slot in ordered:
         if slot.policy != KeyPolicy.DIVERSIFIED:
@@ -133,7 +143,7 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
                                             policy=KeyPolicy.DIVERSIFIED, master_version=master_version)
         version.slot = slot
         versions.append(version)
-        _event("keys.key_diversified", version, slot, actor=actor, job_id=job_id,
+        _event("keys.key_diversified", version, slot, actor=actor, job_id=job_id, events=events,
                details={"master_key": slot.master.name, "master_version": master_version.number,
                         "method": slot.master.method, "kcv": "computed at first unwrap"})
     return versions
@@ -143,12 +153,15 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
 
 @contextmanager
 def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None,
-                    known: Mapping[str, bytearray] | None = None) -> Iterator[dict[str, keystore.KeyBytes]]:
+                    known: Mapping[str, bytearray] | None = None,
+                    events: EventBatch | None = None) -> Iterator[dict[str, keystore.KeyBytes]]:
     """Every ref of a job's script as plain keys, from ONE Transit batch decrypt; wiped on exit.
 
     All refs must belong to `card` (its key versions, or master versions of its tenant). One
     audit event names every Vault reference before any key is produced. Refs in `known` (keys
     this process has just generated and stored) are copied from there instead of read back.
+    With `events`, the unwrap event joins the caller's batch: it is appended in the caller's
+    transaction, which commits (and sends the job) only if the event is written.
     """
     wanted = set(refs)
     known = {ref: key for ref, key in (known or {}).items() if ref in wanted}
@@ -179,9 +192,9 @@ def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None,
             sources[ref] = keystore.BlobRef.parse(masters[ident].vault_ref)
     if sources:
         with transaction.atomic():
-            record_event(action="keys.unwrapped", actor=actor, tenant=card.tenant, job_id=job_id,
-                         card_uid=card.uid, details={"refs": sorted({str(r) for r in sources.values()}),
-                                                     "count": len(sources), "purpose": "job"})
+            _record(events, action="keys.unwrapped", actor=actor, tenant=card.tenant, job_id=job_id,
+                    card_uid=card.uid, details={"refs": sorted({str(r) for r in sources.values()}),
+                                                "count": len(sources), "purpose": "job"})
     out: dict[str, keystore.KeyBytes] = {ref: keystore.KeyBytes(key) for ref, key in known.items()}
     try:
         with keystore.unwrap(card.tenant_id, set(sources.values())) as plain:
@@ -231,7 +244,8 @@ def seal_for_station(keys: dict[str, bytearray], *, hpke_public_key_hex: str, jo
 
 
 def version_activate(version: KeyVersion, *, grace_days: int, actor=None, job_id: str = "",
-                     evidence: dict | None = None, audit: bool = True) -> dict | None:
+                     evidence: dict | None = None, audit: bool = True,
+                     events: EventBatch | None = None) -> dict | None:
     """pending -> active because the card confirmed it; the slot's previous active version retires with grace.
 
     Returns what changed ({"key_version", "kcv", "retired", "grace_until"}) or None if the version
@@ -256,14 +270,14 @@ def version_activate(version: KeyVersion, *, grace_days: int, actor=None, job_id
         previous.save(update_fields=["state", "retired_at", "grace_until"])
         change.update(retired=previous.number, grace_until=previous.grace_until.isoformat())
         if audit:
-            record_event(action="keys.key_retired", actor=actor, key_version=previous.number,
-                         details={"role": slot.role, "grace_until": previous.grace_until.isoformat(),
-                                  "successor": version.number}, **common)
+            _record(events, action="keys.key_retired", actor=actor, key_version=previous.number,
+                    details={"role": slot.role, "grace_until": previous.grace_until.isoformat(),
+                             "successor": version.number}, **common)
     version.state, version.activated_at = VersionState.ACTIVE, now
     version.save(update_fields=["state", "activated_at"])
     if audit:
-        record_event(action="keys.key_activated", actor=actor, key_version=version.number,
-                     details={"role": slot.role, "kcv": version.kcv, "evidence": evidence or {}}, **common)
+        _record(events, action="keys.key_activated", actor=actor, key_version=version.number,
+                details={"role": slot.role, "kcv": version.kcv, "evidence": evidence or {}}, **common)
     return change
 
 

@@ -25,7 +25,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import record_event
+from audit.services import EventBatch, record_event
 from cardproto.sw import describe
 from cards.compiler import AUTH_OPS, ISD_SLOTS, Held, Ledger, Plan, PlanError, compile_plan, slot_specs
 from cards.models import Application, Card, CardFile, Job, Order, Station
@@ -82,9 +82,10 @@ def job_ttl_seconds() -> int:
 
 
 def _station_event(action: str, station: Station | None, *, code: str = "", result: str = "success",
-                   **fields) -> None:
-    record_event(action=action, actor_type="station", actor_name=station.code if station else (code or "?"),
-                 tenant=station.tenant if station else None, result=result, **fields)
+                   events: EventBatch | None = None, **fields) -> None:
+    (events.add if events is not None else record_event)(
+        action=action, actor_type="station", actor_name=station.code if station else (code or "?"),
+        tenant=station.tenant if station else None, result=result, **fields)
 
 
 def _refuse(action: str, station: Station | None, exc: Refused, *, code: str = "", **fields) -> dict:
@@ -327,7 +328,7 @@ def plan_for(card: Card, profile) -> Plan:
     return compile_plan(card, profile, ledger_for(card, card.tenant_id))
 
 
-def _expire_stale_jobs(card: Card) -> None:
+def _expire_stale_jobs(card: Card, events: EventBatch | None = None) -> None:
     """An open job past its expiry plus the task time limit never reported: assume the worst, probe next."""
     limit = timezone.now() - timedelta(seconds=job_ttl_seconds() + settings.CELERY_TASK_TIME_LIMIT)
     for job in card.jobs.select_for_update().filter(state__in=OPEN_JOB_STATES, created_at__lt=limit):
@@ -340,52 +341,56 @@ def _expire_stale_jobs(card: Card) -> None:
             card.probe_required = True
             card.save(update_fields=["probe_required", "updated_at"])
         _station_event("job.expired", job.station, job_id=str(job.id), card_uid=card.uid, result="failure",
-                       details={"probe_required": sent_key_changes})
+                       details={"probe_required": sent_key_changes}, events=events)
 
 
 @transaction.atomic
 def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentation_key: str,
                  resumes: Job | None = None) -> tuple[Job | None, dict | None]:
-    card = Card.objects.select_for_update().filter(uid=uid).first()
-    if card is not None:
-        if card.tenant_id != station.tenant_id:
-            raise Refused("tenant", "the card belongs to another tenant than the station")
-        if card.state in REFUSED_CARD_STATES:
-            raise Refused("card_state", f"the card is {card.state}: a person must release it first")
-        _expire_stale_jobs(card)
-        if card.jobs.filter(state__in=OPEN_JOB_STATES).exists():
-            raise Refused("busy", "the card already has a job in progress")
-    order = _match_order(station, uid, card)
-    if order is not None:
-        order = Order.objects.select_for_update(of=("self",)).select_related("profile").get(pk=order.pk)
-        profile = order.profile
-    elif card is not None and card.profile_id is not None:
-        # No order, but a card we provisioned: it gets what its ledger still owes it (a probe, a
-        # rotation's pending keys), or nothing.
-        profile = card.profile
-    else:
-        raise Refused("no_order", "no open order for this card at this station")
-    if card is None:
-        card = Card(tenant_id=station.tenant_id, uid=uid, chip_type=_chip_type(chip_hint, None, order),
-                    atr=atr[:66], profile=profile)
-        card.full_clean()
-        card.save()
-        _station_event("card.registered", station, card_uid=uid,
-                       details={"chip_type": card.chip_type, "order": order.pk})
-    if not profile.accepts_chip(card.chip_type):
-        raise Refused("profile", f"profile {profile} is for {profile.chip_family} cards, "
-                                 f"not {card.chip_type}")
-    _ensure_layout(card, profile.spec)
-    fresh: dict[str, bytearray] = {}  # random keys generated for this job, handed to the sealing
-    try:
-        return _plan_and_send(station=station, card=card, order=order, profile=profile, uid=uid, atr=atr,
-                              presentation_key=presentation_key, resumes=resumes, fresh=fresh)
-    finally:
-        protocol.wipe_keys(fresh)
+    # Every event of the job (registration, key versions, unwrap, creation) is appended in one batch at
+    # the end of this transaction: one chain-head lock instead of one per event.
+    with EventBatch() as events:
+        card = Card.objects.select_for_update().filter(uid=uid).first()
+        if card is not None:
+            if card.tenant_id != station.tenant_id:
+                raise Refused("tenant", "the card belongs to another tenant than the station")
+            if card.state in REFUSED_CARD_STATES:
+                raise Refused("card_state", f"the card is {card.state}: a person must release it first")
+            _expire_stale_jobs(card, events)
+            if card.jobs.filter(state__in=OPEN_JOB_STATES).exists():
+                raise Refused("busy", "the card already has a job in progress")
+        order = _match_order(station, uid, card)
+        if order is not None:
+            order = Order.objects.select_for_update(of=("self",)).select_related("profile").get(pk=order.pk)
+            profile = order.profile
+        elif card is not None and card.profile_id is not None:
+            # No order, but a card we provisioned: it gets what its ledger still owes it (a probe, a
+            # rotation's pending keys), or nothing.
+            profile = card.profile
+        else:
+            raise Refused("no_order", "no open order for this card at this station")
+        if card is None:
+            card = Card(tenant_id=station.tenant_id, uid=uid, chip_type=_chip_type(chip_hint, None, order),
+                        atr=atr[:66], profile=profile)
+            card.full_clean()
+            card.save()
+            _station_event("card.registered", station, card_uid=uid, events=events,
+                           details={"chip_type": card.chip_type, "order": order.pk})
+        if not profile.accepts_chip(card.chip_type):
+            raise Refused("profile", f"profile {profile} is for {profile.chip_family} cards, "
+                                     f"not {card.chip_type}")
+        _ensure_layout(card, profile.spec)
+        fresh: dict[str, bytearray] = {}  # random keys generated for this job, handed to the sealing
+        try:
+            return _plan_and_send(station=station, card=card, order=order, profile=profile, uid=uid, atr=atr,
+                                  presentation_key=presentation_key, resumes=resumes, fresh=fresh,
+                                  events=events)
+        finally:
+            protocol.wipe_keys(fresh)
 
 
 def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key, resumes,
-                   fresh: dict[str, bytearray]) -> tuple[Job | None, dict | None]:
+                   fresh: dict[str, bytearray], events: EventBatch) -> tuple[Job | None, dict | None]:
     try:
         ledger = ledger_for(card, card.tenant_id)
         plan = compile_plan(card, profile, ledger)
@@ -397,7 +402,7 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
             slots = {slot_label(s): s
                      for s in KeySlot.objects.filter(card=card).select_related("application")}
             created = sealing.key_versions_create_pending(
-                slots=[slots[s.label] for s in plan.needs_versions], actor=None, keep=fresh)
+                slots=[slots[s.label] for s in plan.needs_versions], actor=None, keep=fresh, events=events)
             for version in created:
                 ledger.pending[slot_label(version.slot)] = Held(version.pk, version.number)
             plan = compile_plan(card, profile, ledger)
@@ -426,12 +431,12 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
                              resumes=resumes,
                              script=plan.script, script_digest=protocol.script_digest(plan.script),
                              script_version=protocol.SCRIPT_VERSION, presentation_key=presentation_key)
-    _station_event("job.created", station, job_id=str(job.id), card_uid=uid,
+    _station_event("job.created", station, job_id=str(job.id), card_uid=uid, events=events,
                    details={"order": order.pk if order else None, "profile": str(profile),
                             "probe": plan.probe,
                             "steps": len(plan.steps), "refs": plan.refs,
                             "resumes": str(resumes.id) if resumes else ""})
-    envelope = _seal_and_sign(job, card, station, plan, fresh)
+    envelope = _seal_and_sign(job, card, station, plan, fresh, events)
     job.move_to(JobState.DISPATCHED)
     job.dispatched_at = timezone.now()
     job.deliveries = 1
@@ -440,10 +445,12 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
     return job, envelope
 
 
-def _seal_and_sign(job: Job, card: Card, station: Station, plan: Plan, fresh: dict[str, bytearray]) -> dict:
+def _seal_and_sign(job: Job, card: Card, station: Station, plan: Plan, fresh: dict[str, bytearray],
+                   events: EventBatch | None = None) -> dict:
     issued_at = int(time.time())
     expires_at = issued_at + job_ttl_seconds()
-    with sealing.job_keys_unwrap(card=card, refs=plan.refs, job_id=str(job.id), known=fresh) as keys:
+    with sealing.job_keys_unwrap(card=card, refs=plan.refs, job_id=str(job.id), known=fresh,
+                                 events=events) as keys:
         sealed = sealing.seal_for_station(keys, hpke_public_key_hex=station.hpke_public_key,
                                           job_id=str(job.id), station=station.code, expires_at=expires_at)
     envelope = {"v": protocol.PROTOCOL_VERSION, "job_id": str(job.id), "station": station.code,
@@ -542,8 +549,8 @@ def job_result_handle(result: dict) -> dict:
         _check_result_shape(result)
         if station.status != StationStatus.APPROVED:
             raise Refused("station", f"station {station.code} is {station.status}")
-        with transaction.atomic():
-            outcome = _apply_result(job.pk, result)
+        with transaction.atomic(), EventBatch() as events:
+            outcome = _apply_result(job.pk, result, events)
     except Refused as exc:
         return _refuse("job.result_refused", station, exc, job_id=str(job.id) if job else "",
                        card_uid=job.card.uid if job else "")
@@ -562,7 +569,7 @@ def job_result_handle(result: dict) -> dict:
     return outcome
 
 
-def _apply_result(job_pk, result: dict) -> dict:
+def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
     job = (Job.objects.select_for_update(of=("self",)).select_related("station__tenant", "card", "order")
            .get(pk=job_pk))
     if job.state not in (JobState.DISPATCHED, JobState.RUNNING):
@@ -612,12 +619,12 @@ def _apply_result(job_pk, result: dict) -> dict:
         elif status == "in_flight" and confirmed:
             card.probe_required = True
             details["in_flight"] = [v.number for v in confirmed]
-        record_event(action=action, actor_type="station", actor_name=station.code, tenant=card.tenant,
-                     result={"done": "success", "failed": "failure", "in_flight": "unknown"}[status],
-                     key_version=confirmed[0].number if len(confirmed) == 1 else None,
-                     details=details, **common)
+        events.add(action=action, actor_type="station", actor_name=station.code, tenant=card.tenant,
+                   result={"done": "success", "failed": "failure", "in_flight": "unknown"}[status],
+                   key_version=confirmed[0].number if len(confirmed) == 1 else None,
+                   details=details, **common)
         if probe and status == "done" and str(step.get("label", "")).startswith("probe."):
-            probe_answers += _resolve_probe(card, step, observed, grace, str(job.id))
+            probe_answers += _resolve_probe(card, step, observed, grace, str(job.id), events)
     state = result["state"]
     error = _sanitise_error(result.get("error"))
     failed_op = steps[error["step"]]["op"] if isinstance(error.get("step"), int) \
@@ -641,9 +648,9 @@ def _apply_result(job_pk, result: dict) -> dict:
         card.state_reason = (f"authentication failed at step {error.get('step')} "
                              f"({failed_op or error.get('op')}): SW {error.get('sw', '?')} "
                              f"{error.get('meaning', '')}")[:200]
-        record_event(action="card.quarantined", actor_type="station", actor_name=station.code,
-                     tenant=card.tenant, result="failure",
-                     details={"reason": card.state_reason, "kind": error.get("kind", "")}, **common)
+        events.add(action="card.quarantined", actor_type="station", actor_name=station.code,
+                   tenant=card.tenant, result="failure",
+                   details={"reason": card.state_reason, "kind": error.get("kind", "")}, **common)
     elif probe and state == JobState.SUCCEEDED:
         still = card.probe_required and probe_answers == 0
         card.probe_required = False if not still else card.probe_required
@@ -659,16 +666,17 @@ def _apply_result(job_pk, result: dict) -> dict:
     elif state == JobState.FAILED and job.order_id:
         Order.objects.filter(pk=job.order_id).update(cards_failed=F("cards_failed") + 1)
     card.save()
-    record_event(action="job.finished", actor_type="station", actor_name=station.code, tenant=card.tenant,
-                 result="success" if state == JobState.SUCCEEDED else "failure",
-                 details={"state": state, "steps_done": job.steps_done, "stage": job.stage_reached,
-                          "probe": probe, "error": error, "quarantined": auth_failure,
-                          "probe_required": card.probe_required}, **common)
+    events.add(action="job.finished", actor_type="station", actor_name=station.code, tenant=card.tenant,
+               result="success" if state == JobState.SUCCEEDED else "failure",
+               details={"state": state, "steps_done": job.steps_done, "stage": job.stage_reached,
+                        "probe": probe, "error": error, "quarantined": auth_failure,
+                        "probe_required": card.probe_required}, **common)
     return {"status": "recorded", "job": str(job.id), "state": state, "quarantined": auth_failure,
             "probe_required": card.probe_required, "follow_up": follow_up}
 
 
-def _resolve_probe(card: Card, step: dict, observed: dict, grace: int, job_id: str) -> int:
+def _resolve_probe(card: Card, step: dict, observed: dict, grace: int, job_id: str,
+                   events: EventBatch | None = None) -> int:
     """Settle one in-flight slot (or the ISD key set) from a probe answer; 1 if it was answered."""
     label = step["label"][len("probe."):]
     slots = {slot_label(s): s for s in KeySlot.objects.filter(card=card).select_related("application")}
@@ -693,7 +701,7 @@ def _resolve_probe(card: Card, step: dict, observed: dict, grace: int, job_id: s
     for slot in targets:
         pending = KeyVersion.objects.filter(slot=slot, state=VersionState.PENDING).order_by("-number").first()
         if pending is not None and holds_new:
-            sealing.version_activate(pending, grace_days=grace, job_id=job_id,
+            sealing.version_activate(pending, grace_days=grace, job_id=job_id, events=events,
                                      evidence={"probe": step["op"], **{k: v for k, v in observed.items()
                                                                         if isinstance(v, int | list)}})
     return 1
