@@ -61,6 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cards", type=int, default=200)
     parser.add_argument("--postgres", action="store_true", help="a scratch PostgreSQL database, not SQLite")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="print the N costliest functions (cProfile, CMS calls only) and SQL per card")
     args = parser.parse_args()
 
     from cms import localvault
@@ -158,13 +160,31 @@ def _run(args) -> None:
     cms_key = None
     cms_ms, card_ms, station_ms = [], [], []
     calls.clear()
+    import cProfile
+
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    profiler = cProfile.Profile() if args.profile else None
+    queries = CaptureQueriesContext(db) if args.profile else None
+    if queries is not None:
+        queries.__enter__()
+
+    def cms(function, document):
+        if profiler is None:
+            return function(document)
+        profiler.enable()
+        try:
+            return function(document)
+        finally:
+            profiler.disable()
     for n in range(args.cards):
         uid = "04" + n.to_bytes(6, "big").hex().upper()
         report = protocol.sign_with({"v": 1, "type": "card_presented", "station": station.code,
                                      "reader": "bench", "uid": uid, "atr": "3B8180018080",
                                      "at": int(time.time()), "nonce": secrets.token_hex(8)}, sign)
         t0 = time.perf_counter()
-        answer = jobs.station_report_handle(report)
+        answer = cms(jobs.station_report_handle, report)
         t1 = time.perf_counter()
         assert answer["status"] == "dispatched", answer
         envelope = sent[-1]
@@ -185,7 +205,7 @@ def _run(args) -> None:
                                      "steps_done": len(outcome["steps"]), "stage": "", "started_at": 0,
                                      "finished_at": 0}, sign)
         t4 = time.perf_counter()
-        recorded = jobs.job_result_handle(result)
+        recorded = cms(jobs.job_result_handle, result)
         t5 = time.perf_counter()
         assert recorded["state"] == "succeeded", recorded
         cms_ms.append((t1 - t0 + t5 - t4) * 1e3)
@@ -193,8 +213,6 @@ def _run(args) -> None:
         station_ms.append((t4 - t1 - (t3 - t2)) * 1e3)
     with app.connection_for_write() as connection:
         connection.default_channel.queue_delete(f"station.{station.code}")
-
-    from django.db import connection as db
 
     cms_ms.sort()
     p99 = cms_ms[min(len(cms_ms) - 1, int(round(0.99 * (len(cms_ms) - 1))))]
@@ -209,6 +227,14 @@ def _run(args) -> None:
     per_card = {kind: count / args.cards for kind, count in sorted(calls.items())}
     print("Vault round trips per card: " + ", ".join(f"{k} {v:.2f}" for k, v in per_card.items())
           + f" (total {sum(per_card.values()):.2f})")
+    if profiler is not None:
+        import pstats
+
+        queries.__exit__(None, None, None)
+        kinds = Counter(q["sql"].split(" ", 1)[0] for q in queries.captured_queries)
+        print(f"SQL statements per card: {len(queries.captured_queries) / args.cards:.1f} ("
+              + ", ".join(f"{k} {v / args.cards:.1f}" for k, v in kinds.most_common()) + ")")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
 
 
 if __name__ == "__main__":
