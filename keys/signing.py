@@ -30,8 +30,8 @@ _lock = threading.Lock()
 
 
 def signing_key_name() -> str:
-    """Settings `CMS_JOB_SIGNING_KEY`, else `<VAULT_PREFIX>-job-signing` (inside the CMS Vault policy)."""
-    return getattr(settings, "CMS_JOB_SIGNING_KEY", "") or f"{settings.VAULT_PREFIX}-job-signing"
+    """Setting `CMS_JOB_SIGNING_KEY`; empty: `<VAULT_PREFIX>-job-signing` (inside the CMS Vault policy)."""
+    return settings.CMS_JOB_SIGNING_KEY or f"{settings.VAULT_PREFIX}-job-signing"
 
 
 def _errors(body: dict) -> str:

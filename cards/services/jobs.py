@@ -73,12 +73,12 @@ class Refused(Exception):
 
 
 def job_ttl_seconds() -> int:
-    """How long sealed keys stay valid: CMS_JOB_TTL_SECONDS (else JOB_KEY_TTL_SECONDS, 30 s).
+    """How long sealed keys stay valid: CMS_JOB_TTL_SECONDS (default 30 s).
 
     Seed 002 recommends 5 s for a station on the factory floor; 30 s leaves room for a queue
     that is briefly behind. Shorter is safer; the agent refuses an expired job.
     """
-    return int(getattr(settings, "CMS_JOB_TTL_SECONDS", 0) or settings.JOB_KEY_TTL_SECONDS)
+    return settings.CMS_JOB_TTL_SECONDS
 
 
 def _station_event(action: str, station: Station | None, *, code: str = "", result: str = "success",
