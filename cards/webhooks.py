@@ -94,7 +94,9 @@ def webhook_endpoint_create(*, actor, tenant: Tenant, url: str,
         ref = secret_ref(endpoint)
         endpoint.secret_ref = str(ref)
         endpoint.save(update_fields=["secret_ref"])
-        with keystore.generate(tenant.pk, [ref], length=SECRET_BYTES) as keys:
+        # Any blob already at this path is an orphan of a creation that rolled back (the row id was
+        # free again): this new row, holding the id, is the only one that can name the path.
+        with keystore.generate(tenant.pk, [ref], length=SECRET_BYTES, replace=True) as keys:
             secret_hex = keys[ref].hex()
         record("webhook.created", actor=actor, tenant=tenant,
                details={"webhook": endpoint.pk, "url": url, "events": events, "secret_ref": str(ref)})
