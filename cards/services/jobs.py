@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.services import EventBatch, record_event
@@ -33,8 +33,9 @@ from cards.models.cards import AppKind, CardState, ChipType
 from cards.models.orders import JobState, OrderState
 from cards.models.stations import StationStatus
 from cards.validators import normalise_hex, validate_uid
-from keys import sealing, signing
+from keys import campaigns, sealing, signing
 from keys.models import KeyPolicy, KeySlot, KeyVersion, MasterKey, VersionState
+from keys.models_campaigns import RotationCampaign
 from readeragent import protocol
 
 log = structlog.get_logger(__name__)
@@ -271,8 +272,12 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
     labels: dict[int, str] = {}
     for slot in KeySlot.objects.filter(card=card).select_related("application"):
         labels[slot.pk] = slot_label(slot)
+    # a paused campaign's new versions are not sent: the card keeps its active key until it resumes
+    withheld = campaigns.withheld_version_ids(card)
     for version in KeyVersion.objects.filter(slot__card=card, state__in=[VersionState.ACTIVE,
                                                                          VersionState.PENDING]).order_by("number"):
+        if version.pk in withheld:
+            continue
         held = Held(version.pk, version.number)
         target = ledger.active if version.state == VersionState.ACTIVE else ledger.pending
         target[labels[version.slot_id]] = held
@@ -554,6 +559,7 @@ def job_result_handle(result: dict) -> dict:
     except Refused as exc:
         return _refuse("job.result_refused", station, exc, job_id=str(job.id) if job else "",
                        card_uid=job.card.uid if job else "")
+    _sync_campaigns(outcome.pop("activated", []))
     if outcome.get("follow_up"):
         card = Card.objects.get(pk=job.card_id)
         try:
@@ -590,6 +596,7 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
     grace = settings.KEY_GRACE_PERIOD_DAYS
     versions_by_id = {v.pk: v for v in KeyVersion.objects.filter(slot__card=card)}
     probe_answers = 0
+    activated: list[int] = []  # KeyVersion ids this result made active (campaigns follow them)
     seen: dict[int, dict] = {}  # index -> the observation as stored (scalars only)
     for entry in entries:
         step = steps[entry["index"]]
@@ -616,6 +623,7 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
             changes = [sealing.version_activate(version, grace_days=grace, job_id=str(job.id), audit=False)
                        for version in confirmed]
             details["activated"] = [c for c in changes if c]
+            activated.extend(version.pk for version, change in zip(confirmed, changes, strict=True) if change)
         elif status == "in_flight" and confirmed:
             card.probe_required = True
             details["in_flight"] = [v.number for v in confirmed]
@@ -624,7 +632,7 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
                    key_version=confirmed[0].number if len(confirmed) == 1 else None,
                    details=details, **common)
         if probe and status == "done" and str(step.get("label", "")).startswith("probe."):
-            probe_answers += _resolve_probe(card, step, observed, grace, str(job.id), events)
+            probe_answers += _resolve_probe(card, step, observed, grace, str(job.id), events, activated)
     state = result["state"]
     error = _sanitise_error(result.get("error"))
     failed_op = steps[error["step"]]["op"] if isinstance(error.get("step"), int) \
@@ -672,11 +680,22 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
                         "probe": probe, "error": error, "quarantined": auth_failure,
                         "probe_required": card.probe_required}, **common)
     return {"status": "recorded", "job": str(job.id), "state": state, "quarantined": auth_failure,
-            "probe_required": card.probe_required, "follow_up": follow_up}
+            "probe_required": card.probe_required, "follow_up": follow_up, "activated": activated}
+
+
+def _sync_campaigns(version_ids: list[int]) -> None:
+    """Rotation campaigns whose versions this result activated move on now (progress is live), after
+    the result's own transaction: a campaign's bookkeeping never holds up or undoes the card's."""
+    if not version_ids:
+        return
+    touched = RotationCampaign.objects.filter(
+        Q(items__new_version_id__in=version_ids) | Q(items__restore_version_id__in=version_ids)).distinct()
+    for campaign in touched:
+        campaigns.campaign_sync(campaign)
 
 
 def _resolve_probe(card: Card, step: dict, observed: dict, grace: int, job_id: str,
-                   events: EventBatch | None = None) -> int:
+                   events: EventBatch | None = None, activated: list[int] | None = None) -> int:
     """Settle one in-flight slot (or the ISD key set) from a probe answer; 1 if it was answered."""
     label = step["label"][len("probe."):]
     slots = {slot_label(s): s for s in KeySlot.objects.filter(card=card).select_related("application")}
@@ -701,6 +720,8 @@ def _resolve_probe(card: Card, step: dict, observed: dict, grace: int, job_id: s
     for slot in targets:
         pending = KeyVersion.objects.filter(slot=slot, state=VersionState.PENDING).order_by("-number").first()
         if pending is not None and holds_new:
+            if activated is not None:
+                activated.append(pending.pk)
             sealing.version_activate(pending, grace_days=grace, job_id=job_id, events=events,
                                      evidence={"probe": step["op"], **{k: v for k, v in observed.items()
                                                                         if isinstance(v, int | list)}})
