@@ -40,6 +40,15 @@ class DeliveryOutput(serializers.ModelSerializer):
                   "last_attempt_at", "next_attempt_at", "delivered_at"]
 
 
+class DeliveryPage(serializers.Serializer):
+    """The limit/offset page the deliveries action answers with."""
+
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = DeliveryOutput(many=True)
+
+
 class WebhookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
     serializer_class = WebhookOutput
 
@@ -64,7 +73,7 @@ class WebhookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVie
         endpoint = webhook_endpoint_deactivate(actor=self.actor, endpoint=self.get_object())
         return Response(WebhookOutput(endpoint).data)
 
-    @extend_schema(request=None, responses={200: DeliveryOutput(many=True)})
+    @extend_schema(request=None, responses={200: DeliveryPage})
     @action(detail=True, methods=["get"])
     def deliveries(self, request, pk=None):
         deliveries = self.get_object().deliveries.order_by("-created_at")
