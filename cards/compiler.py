@@ -36,6 +36,8 @@ SECURED = 0x0F  # GP card life cycle state
 ISD_SLOTS = (("isd.enc", "isd_enc", 1, "enc"), ("isd.mac", "isd_mac", 2, "mac"),
              ("isd.dek", "isd_dek", 3, "dek"))
 AUTH_OPS = frozenset({"desfire.authenticate", "gp.open_scp03", "gp.open_scp02"})
+CREATE_OPS = frozenset({"desfire.create_application", "desfire.create_file"})
+FREE_LISTING = 0x02  # key settings bit 1: GetApplicationIDs / GetFileIDs without authentication
 
 
 class PlanError(Exception):
@@ -76,6 +78,8 @@ class Ledger:
     masters: dict[str, int] = field(default_factory=dict)  # master key name -> active MasterKeyVersion id
     done: set[str] = field(default_factory=set)  # unit labels done by earlier jobs on this card
     in_flight: set[str] = field(default_factory=set)  # slot labels whose key change was never confirmed
+    # create units (app.<AID>.create, app.<AID>.file.<n>.create) sent without an answer: done or not?
+    unknown_creates: set[str] = field(default_factory=set)
     probe_required: bool = False
 
 
@@ -334,6 +338,9 @@ def _compile_desfire_file(b: _Builder, aid: str, file: dict, in_app) -> None:
             fields.update(lower_limit=file["lower_limit"], upper_limit=file["upper_limit"],
                           value=file.get("initial_value", 0),
                           limited_credit=file.get("limited_credit", False))
+            if file.get("free_get_value"):
+                # option byte bit 1: GetValue / Debit / LimitedCredit without authentication
+                fields["free_get_value"] = True
         else:
             fields.update(record_size=file["record_size"], max_records=file["max_records"])
         b.add("desfire.create_file", label=create, **fields)
@@ -362,8 +369,47 @@ def _compile_desfire_file(b: _Builder, aid: str, file: dict, in_app) -> None:
             b.add("desfire.commit", label=data if last else f"{data}.{index}.commit")
 
 
+def _listing_is_free(b: _Builder, unit: str, wanted: int, initial: int) -> bool:
+    """Whether the card lists without authentication: the settings it holds now (the profile's once
+    their unit is done, else those the plan created it with)."""
+    return bool((wanted if b.done(unit) else initial) & FREE_LISTING)
+
+
+def _probe_creates(b: _Builder, spec: dict) -> None:
+    """List what exists where a create's answer was lost (GetApplicationIDs, GetFileIDs): a create is
+    sent again only if the card does not list it; its 91DE is never taken for success."""
+    unknown = b.ledger.unknown_creates
+    apps = {app["aid"].upper(): app for app in spec.get("applications", [])}
+    app_creates = sorted(a for a in apps if f"app.{a}.create" in unknown)
+    file_apps = sorted({label.split(".")[1] for label in unknown if ".file." in label}
+                       - set(app_creates))
+    if app_creates:
+        picc = spec["picc"].get("key_settings", FACTORY_PICC_KEY_SETTINGS)
+        if not _listing_is_free(b, "picc.key_settings", picc, FACTORY_PICC_KEY_SETTINGS):
+            raise PlanError(f"the card may or may not hold application(s) {', '.join(app_creates)} (a "
+                            f"create's answer was lost) and its PICC key settings 0x{picc:02X} do not "
+                            "allow listing applications without authentication: a person must check it")
+        b.add("desfire.select_application", aid=PICC_AID)
+        b.selected = PICC_AID
+        b.add("desfire.get_application_ids", label="probe.aids")
+        for aid in app_creates:
+            b.plan.holds[f"app.{aid}"] = "unknown: created or not"
+    for aid in file_apps:
+        settings = apps[aid].get("key_settings", 0x0B) if aid in apps else INITIAL_APP_KEY_SETTINGS
+        if not _listing_is_free(b, f"app.{aid}.key_settings", settings, INITIAL_APP_KEY_SETTINGS):
+            raise PlanError(f"the card may or may not hold a file of application {aid} (a create's answer "
+                            f"was lost) and its key settings 0x{settings:02X} do not allow listing files "
+                            "without authentication: a person must check it")
+        b.add("desfire.select_application", aid=aid)
+        b.selected = aid
+        b.add("desfire.get_file_ids", label=f"probe.files.{aid}")
+        b.plan.holds[f"app.{aid}.files"] = "unknown: a file created or not"
+
+
 def _probe_desfire(b: _Builder, spec: dict, specs: list[SlotSpec]) -> None:
-    """GetKeyVersion of every slot whose change was never confirmed: no authentication at all."""
+    """GetKeyVersion of every slot whose change was never confirmed, and a listing where a create's
+    answer was lost: no authentication at all."""
+    _probe_creates(b, spec)
     targets = [s for s in specs if s.label in b.ledger.in_flight and s.label in b.ledger.pending]
     for slot in targets:
         aid = slot.aid or PICC_AID

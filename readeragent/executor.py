@@ -201,6 +201,14 @@ def _desfire_change_key(run: _Run, step: Mapping) -> dict:
     return {"acknowledged": True}
 
 
+def _desfire_get_application_ids(run: _Run, step: Mapping) -> dict:
+    return {"aids": [int.from_bytes(aid, "big") for aid in run.df.get_application_ids()]}
+
+
+def _desfire_get_file_ids(run: _Run, step: Mapping) -> dict:
+    return {"file_ids": sorted(run.df.get_file_ids())}
+
+
 def _desfire_change_key_settings(run: _Run, step: Mapping) -> None:
     run.df.change_key_settings(step["key_settings"])
 
@@ -237,7 +245,8 @@ def _desfire_create_file(run: _Run, step: Mapping) -> None:
     elif kind == "value":
         df.create_value_file(file_no, comm, access, lower_limit=step.get("lower_limit", 0),
                              upper_limit=step["upper_limit"], value=step.get("value", 0),
-                             limited_credit=bool(step.get("limited_credit", False)))
+                             limited_credit=bool(step.get("limited_credit", False)),
+                             free_get_value=bool(step.get("free_get_value", False)))
     elif kind == "linear_record":
         df.create_linear_record_file(file_no, comm, access, step["record_size"], step["max_records"])
     elif kind == "cyclic_record":
@@ -376,6 +385,8 @@ HANDLERS: dict[str, Callable[[_Run, Mapping], dict | None]] = {
     "desfire.select_application": _desfire_select_application,
     "desfire.authenticate": _desfire_authenticate,
     "desfire.get_key_version": _desfire_get_key_version,
+    "desfire.get_application_ids": _desfire_get_application_ids,
+    "desfire.get_file_ids": _desfire_get_file_ids,
     "desfire.change_key": _desfire_change_key,
     "desfire.change_key_settings": _desfire_change_key_settings,
     "desfire.create_application": _desfire_create_application,

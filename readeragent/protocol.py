@@ -47,7 +47,14 @@ Additions used by the CMS side (cards/compiler.py, cards/services/jobs.py); all 
   of steps done to resume an interrupted card from the first effect not done. Probe steps are
   labelled "probe.<slot>" ("probe.picc.0", "probe.app.F0A001.0", "probe.isd").
 - "observed" of a probe step: desfire.get_key_version -> {"key_version": <int the card answered>};
-  gp.key_information -> {"kvns": [<every key version number the card lists>]}.
+  gp.key_information -> {"kvns": [<every key version number the card lists>]};
+  desfire.get_application_ids -> {"aids": [<each AID's 3 wire bytes as one big-endian int>]}
+  (0xF0A001 for the step field "F0A001"); desfire.get_file_ids -> {"file_ids": [<file numbers>]}.
+  Both list without authentication when the key settings allow free directory listing (bit 1 of
+  the PICC / application key settings); the CMS probes with them a create whose answer was lost.
+- desfire.create_file of a value file may carry "free_get_value": true (GetValue, Debit and
+  LimitedCredit need no authentication: the value file's option byte bit 1, next to
+  limited_credit's bit 0).
 - A "card_presented" report may carry "chip_type" ("desfire_ev1" | "desfire_ev2" | "desfire_ev3" |
   "jcop4") when the agent knows it (e.g. from DESFire GetVersion); the CMS otherwise takes the
   chip family of the order's profile.
@@ -106,6 +113,8 @@ STEP_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "desfire.select_application": (frozenset({"aid"}), frozenset()),
     "desfire.authenticate": (frozenset({"key_no", "key", "key_type"}), frozenset({"mode"})),
     "desfire.get_key_version": (frozenset({"key_no"}), frozenset({"expect"})),
+    "desfire.get_application_ids": (frozenset(), frozenset()),
+    "desfire.get_file_ids": (frozenset(), frozenset()),
     "desfire.change_key": (frozenset({"key_no", "new_key", "new_version", "key_type"}),
                            frozenset({"old_key"})),
     "desfire.change_key_settings": (frozenset({"key_settings"}), frozenset()),
@@ -113,7 +122,7 @@ STEP_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "desfire.delete_application": (frozenset({"aid"}), frozenset()),
     "desfire.create_file": (frozenset({"file_no", "type", "comm_mode", "access"}),
                             frozenset({"size", "record_size", "max_records", "lower_limit", "upper_limit",
-                                       "value", "limited_credit"})),
+                                       "value", "limited_credit", "free_get_value"})),
     "desfire.write_data": (frozenset({"file_no", "data_hex"}), frozenset({"offset", "comm_mode"})),
     "desfire.write_record": (frozenset({"file_no", "data_hex"}), frozenset({"offset", "comm_mode"})),
     "desfire.credit": (frozenset({"file_no", "value"}), frozenset({"comm_mode"})),

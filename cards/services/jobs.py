@@ -27,7 +27,17 @@ from django.utils import timezone
 
 from audit.services import EventBatch, record_event
 from cardproto.sw import describe
-from cards.compiler import AUTH_OPS, ISD_SLOTS, Held, Ledger, Plan, PlanError, compile_plan, slot_specs
+from cards.compiler import (
+    AUTH_OPS,
+    CREATE_OPS,
+    ISD_SLOTS,
+    Held,
+    Ledger,
+    Plan,
+    PlanError,
+    compile_plan,
+    slot_specs,
+)
 from cards.models import Application, Card, CardFile, Job, Order, Station
 from cards.models.cards import AppKind, CardState, ChipType
 from cards.models.orders import JobState, OrderState
@@ -62,7 +72,9 @@ STEP_ACTIONS = {
     "gp.install": "card.applet_installed", "gp.delete": "card.applet_deleted", "gp.lock_card": "card.locked",
     "gp.set_status": "card.status_set",
     "desfire.get_key_version": "card.probed", "gp.key_information": "card.probed",
+    "desfire.get_application_ids": "card.probed", "desfire.get_file_ids": "card.probed",
 }
+LISTING_OPS = frozenset({"desfire.get_application_ids", "desfire.get_file_ids"})
 
 
 class Refused(Exception):
@@ -283,6 +295,7 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
         target[labels[version.slot_id]] = held
     version_labels = {v.pk: labels[v.slot_id] for v in KeyVersion.objects.filter(slot__card=card)}
     absent_aids: set[str] = set()
+    unknown: set[str] = set()  # create units whose answer was lost, until a listing settles them
     for job in card.jobs.filter(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED]) \
             .order_by("created_at"):
         steps = (job.script or {}).get("steps", [])
@@ -292,6 +305,8 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
             for step in steps:
                 ledger.in_flight.update(version_labels[i] for i in _confirmed_ids(step.get("confirms"))
                                         if i in version_labels)
+                if step.get("op") in CREATE_OPS and step.get("label"):
+                    unknown.add(step["label"])
             continue
         for entry in (job.result or {}).get("steps", []):
             index = entry.get("index")
@@ -300,6 +315,7 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
             step = steps[index]
             if entry.get("status") == "done" and step.get("label"):
                 ledger.done.add(step["label"])
+                _settle_creates(step, entry.get("observed") or {}, unknown, ledger.done)
             if entry.get("status") == "in_flight":
                 for version_id in _confirmed_ids(step.get("confirms")):
                     if version_id in version_labels:
@@ -307,12 +323,35 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
         error = job.error or {}
         at = error.get("step")
         failed = steps[at] if isinstance(at, int) and 0 <= at < len(steps) else {}
+        if failed.get("op") in CREATE_OPS and failed.get("label") and error.get("kind") in NOT_A_CARD_ANSWER:
+            unknown.add(failed["label"])  # sent, no answer: the card may have created it
         if _is_probe(job.script) and failed.get("op") == "desfire.select_application" \
                 and str(error.get("sw", "")).upper() == APPLICATION_NOT_FOUND:
             absent_aids.add(str(failed.get("aid", "")).upper())  # never created: its keys are the defaults
     ledger.in_flight = {label for label in ledger.in_flight
                         if not any(label.startswith(f"app.{aid}.") for aid in absent_aids)}
+    ledger.unknown_creates = unknown - ledger.done
     return ledger
+
+
+def _settle_creates(step: dict, observed: dict, unknown: set[str], done: set[str]) -> None:
+    """A probe listing answers the lost creates it covers: listed -> done, not listed -> to create again."""
+    label = str(step.get("label", ""))
+    if label == "probe.aids" and isinstance(observed.get("aids"), list):
+        present = {f"{aid:06X}" for aid in observed["aids"] if isinstance(aid, int)}
+        for unit in [u for u in unknown if u.endswith(".create") and u.count(".") == 2]:
+            aid = unit.split(".")[1]
+            unknown.discard(unit)
+            if aid in present:
+                done.add(unit)
+            else:  # never created: none of its files can exist either
+                unknown.difference_update({u for u in unknown if u.startswith(f"app.{aid}.file.")})
+    elif label.startswith("probe.files.") and isinstance(observed.get("file_ids"), list):
+        aid = label[len("probe.files."):]
+        for unit in [u for u in unknown if u.startswith(f"app.{aid}.file.")]:
+            unknown.discard(unit)
+            if int(unit.split(".")[3]) in observed["file_ids"]:
+                done.add(unit)
 
 
 def _confirmed_ids(confirms) -> list[int]:
@@ -341,7 +380,8 @@ def _expire_stale_jobs(card: Card, events: EventBatch | None = None) -> None:
         job.error = {"kind": NO_RESULT, "message": "no result arrived before the job's expiry"}
         job.finished_at = timezone.now()
         job.save(update_fields=["state", "error", "finished_at", "updated_at"])
-        sent_key_changes = any(s.get("confirms") for s in (job.script or {}).get("steps", []))
+        sent_key_changes = any(s.get("confirms") or s.get("op") in CREATE_OPS
+                               for s in (job.script or {}).get("steps", []))
         if sent_key_changes:
             card.probe_required = True
             card.save(update_fields=["probe_required", "updated_at"])
@@ -631,7 +671,9 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
                    result={"done": "success", "failed": "failure", "in_flight": "unknown"}[status],
                    key_version=confirmed[0].number if len(confirmed) == 1 else None,
                    details=details, **common)
-        if probe and status == "done" and str(step.get("label", "")).startswith("probe."):
+        if probe and status == "done" and op in LISTING_OPS:
+            probe_answers += 1  # ledger_for reads the listing from the stored observation
+        elif probe and status == "done" and str(step.get("label", "")).startswith("probe."):
             probe_answers += _resolve_probe(card, step, observed, grace, str(job.id), events, activated)
     state = result["state"]
     error = _sanitise_error(result.get("error"))
@@ -640,6 +682,8 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
     auth_failure = state == JobState.FAILED and error.get("kind") not in NOT_A_CARD_ANSWER and (
         error.get("authentication") is True or error.get("kind") in AUTH_FAILURE_KINDS
         or failed_op in AUTH_OPS)
+    if failed_op in CREATE_OPS and error.get("kind") in NOT_A_CARD_ANSWER:
+        card.probe_required = True  # a create went out and no answer came: list before creating again
     job.move_to(state)
     job.stage_reached = str(result.get("stage", ""))[:64]
     job.steps_done = sum(1 for e in entries if e["status"] == "done")

@@ -175,8 +175,10 @@ def test_job_that_never_reported_is_expired_and_every_key_change_it_carried_is_p
     assert expired.state == "failed" and expired.error["kind"] == "NoResult"
     assert AuditEvent.objects.filter(action="job.expired", job_id=lost["job_id"]).exists()
     probe = cms.last_envelope()
+    # the lost job carried the application's and files' creates too: the probe lists applications first
     assert [s.get("label") for s in probe["script"]["steps"] if s.get("label")] == [
-        "probe.picc.0", "probe.app.F0A001.0", "probe.app.F0A001.1", "probe.app.F0A001.2"]
+        "probe.aids", "probe.picc.0", "probe.app.F0A001.0", "probe.app.F0A001.1", "probe.app.F0A001.2"]
+    listing = probe["script"]["steps"].index({"op": "desfire.get_application_ids", "label": "probe.aids"})
     # the lost job never got as far as the application: the card has the PICC key, not the application
     picc = probe["script"]["steps"].index({"op": "desfire.get_key_version", "key_no": 0,
                                            "label": "probe.picc.0"})
@@ -185,7 +187,7 @@ def test_job_that_never_reported_is_expired_and_every_key_change_it_carried_is_p
     number = _versions(card)["picc.0"].number
     outcome = cms.result(station.result(probe, state="failed", upto=select_app,
                                         statuses={select_app: "failed"},
-                                        observed={picc: {"key_version": number}},
+                                        observed={picc: {"key_version": number}, listing: {"aids": []}},
                                         error={"step": select_app, "op": "desfire.select_application",
                                                "apdu": "905A000003", "sw": "91A0",
                                                "kind": "StatusWordError", "message": "no such application"}))
