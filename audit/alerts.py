@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -136,8 +137,6 @@ def alerts_apply(rule: str, findings: list[Finding], *, now: datetime | None = N
 @transaction.atomic
 def alert_acknowledge(*, actor, alert: Alert, note: str = "") -> Alert:
     """A person has seen it: the alert stays live (the rule keeps counting) until its condition clears."""
-    from django.core.exceptions import ValidationError
-
     ensure_allowed(alert, actor, "manage")
     alert = Alert.objects.select_for_update().get(pk=alert.pk)
     if alert.state != AlertState.OPEN:

@@ -41,6 +41,7 @@ from cards.models.webhooks import DeliveryState, WebhookDelivery, WebhookEndpoin
 from cards.services.audit_log import record
 from cms.scoping import actor_name, ensure_allowed, ensure_tenant, restrict
 from keys import keystore
+from keys.services import tenant_kek_ensure
 
 log = structlog.get_logger(__name__)
 
@@ -86,8 +87,8 @@ def webhook_endpoint_create(*, actor, tenant: Tenant, url: str,
     ensure_tenant(tenant.pk, actor, "manage")
     _check_url(url)
     events = _check_events(list(events))
-    keystore.ensure_kek(tenant.pk)
     with transaction.atomic():
+        tenant_kek_ensure(tenant=tenant, actor=actor)  # audited when it creates the KEK
         cursor = AuditEvent.objects.aggregate(top=Max("sequence"))["top"] or 0
         endpoint = WebhookEndpoint.objects.create(tenant=tenant, url=url, events=events,
                                                   audit_sequence=cursor, created_by=actor_name(actor))

@@ -234,3 +234,18 @@ def test_an_opened_alert_goes_to_a_receiver_that_asked_for_alerts(acme, admin, r
         assert _verify(secret, request)
         subjects.add(json.loads(request["body"])["data"]["subject"])
     assert subjects == {"card:04A1B2C3D4E5F6", "station:acme-line-1"}
+
+
+def test_a_kek_rotation_rewraps_the_secret_and_signing_goes_on(acme, admin, world, receiver):
+    from keys import rewrap
+
+    endpoint, secret = _endpoint(admin, acme, receiver.url, events=["order.completed"])
+    keystore.rotate_kek(acme.pk)
+    report = rewrap.rewrap_tenant(acme.pk)  # raises min_decryption_version: v1 no longer decrypts
+    assert report.blobs_rewrapped >= 1 and report.min_decryption_version == 2
+    ref = keystore.BlobRef.parse(endpoint.secret_ref)
+    assert keystore.read_secret(ref.path)[0][ref.field].startswith("vault:v2:")
+    _finish_order(world)
+    webhooks.webhooks_collect()
+    assert webhooks.webhook_attempt(delivery_id=str(WebhookDelivery.objects.get().pk)).state == "delivered"
+    assert _verify(secret, receiver.requests[0])
