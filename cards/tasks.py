@@ -30,4 +30,11 @@ def station_report(report: dict) -> dict:
              retry_backoff=2, retry_backoff_max=120, retry_jitter=True, max_retries=10)
 def job_result(result: dict) -> dict:
     return jobs.job_result_handle(result)
+
+
+@shared_task(name="cards.expire_jobs", ignore_result=True, autoretry_for=TRANSIENT, retry_backoff=5,
+             max_retries=3)
+def expire_jobs() -> dict:
+    """Beat: jobs that can no longer report are failed and their cards flagged for a probe."""
+    return jobs.jobs_expire_sweep()
 from cards import tasks_alerts  # noqa: E402,F401 - registers the alert and webhook tasks

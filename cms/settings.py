@@ -181,6 +181,8 @@ CELERY_BEAT_SCHEDULE = {
                                                                              "3600")},
     # MES webhooks: new audit events become deliveries (the outbox), each delivered by its own task
     "webhooks-collect": {"task": "webhooks.collect", "schedule": envint("WEBHOOK_COLLECT_SECONDS", "10")},
+    # provisioning jobs that can no longer report: failed, their key changes and creates probed
+    "jobs-expiry-sweep": {"task": "cards.expire_jobs", "schedule": envint("CMS_JOB_SWEEP_SECONDS", "60")},
 }
 
 # --- Alerts (seed 003 "Auditing & Monitoring"; see audit/alerts.py, cards/alerts.py) ------------

@@ -52,6 +52,11 @@ Additions used by the CMS side (cards/compiler.py, cards/services/jobs.py); all 
   (0xF0A001 for the step field "F0A001"); desfire.get_file_ids -> {"file_ids": [<file numbers>]}.
   Both list without authentication when the key settings allow free directory listing (bit 1 of
   the PICC / application key settings); the CMS probes with them a create whose answer was lost.
+- A station report (most usefully "heartbeat") may carry "ips": [<the host's IP addresses as text,
+  IPv4 or IPv6, at most 16>] (signed like every field; `host_addresses()` gives them). The CMS
+  stores the first usable one (not loopback, link-local or unspecified) as the station's
+  `last_ip`, which the alert rules compare with the networks the station may be seen from, and
+  audits a change ("station.ip_changed").
 - desfire.create_file of a value file may carry "free_get_value": true (GetValue, Debit and
   LimitedCredit need no authentication: the value file's option byte bit 1, next to
   limited_credit's bit 0).
@@ -80,6 +85,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -313,3 +319,26 @@ def public_bytes_ed25519(key: Ed25519PublicKey) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def host_addresses() -> list[str]:
+    """This host's IP addresses for a heartbeat's "ips": the one routing outwards first (a UDP
+    socket's connect sends nothing), then those its hostname resolves to; loopback left out."""
+    found: list[str] = []
+    for family, target in ((socket.AF_INET, ("192.0.2.1", 9)), (socket.AF_INET6, ("2001:db8::1", 9))):
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect(target)
+                found.append(probe.getsockname()[0])
+        except OSError:
+            pass
+    try:
+        for *_, address in socket.getaddrinfo(socket.gethostname(), None):
+            found.append(str(address[0]))
+    except OSError:
+        pass
+    out: list[str] = []
+    for ip in found:
+        if ip not in out and not ip.startswith("127.") and ip != "::1":
+            out.append(ip)
+    return out[:16]

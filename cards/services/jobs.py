@@ -13,6 +13,7 @@ wiped on the way out; the job itself is signed by Vault Transit (keys.signing).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -146,12 +147,41 @@ def station_report_handle(report: dict) -> dict:
                        details={"type": str(report.get("type"))[:20] if isinstance(report, dict) else ""})
     now = timezone.now()
     Station.objects.filter(pk=station.pk).update(last_seen_at=now)
+    _note_station_ip(station, report.get("ips"))
     if report["type"] == "heartbeat":
         return {"status": "ok"}
     if report["type"] == "card_removed":
         log.info("station.card_removed", station=station.code, uid=str(report.get("uid", ""))[:20])
         return {"status": "ok"}
     return card_presented(station=station, report=report)
+
+
+def usable_ip(ips) -> str | None:
+    """The first address of a report's signed "ips" that says where the station is: not loopback,
+    link-local, multicast or unspecified (the agent lists the one routing outwards first)."""
+    if not isinstance(ips, list):
+        return None
+    for text in ips[:16]:
+        try:
+            ip = ipaddress.ip_address(str(text)[:64])
+        except ValueError:
+            continue
+        if not (ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified):
+            return str(ip)
+    return None
+
+
+def _note_station_ip(station: Station, ips) -> None:
+    """Store the station's reported address as `last_ip` (the alert rules compare it); audit a change."""
+    ip = usable_ip(ips)
+    if ip is None or ip == station.last_ip:
+        return
+    with transaction.atomic():
+        changed = Station.objects.filter(pk=station.pk).exclude(last_ip=ip).update(last_ip=ip)
+        if changed:
+            _station_event("station.ip_changed", station,
+                           details={"ip": ip, "previous": station.last_ip or ""})
+    station.last_ip = ip
 
 
 def _presentation_key(station: Station, report: dict) -> str:
@@ -372,9 +402,31 @@ def plan_for(card: Card, profile) -> Plan:
     return compile_plan(card, profile, ledger_for(card, card.tenant_id))
 
 
-def _expire_stale_jobs(card: Card, events: EventBatch | None = None) -> None:
+def _stale_before():
+    """Jobs created before this are past their expiry plus the agent's task time limit: no result can
+    still be on its way that the station would have been allowed to produce."""
+    return timezone.now() - timedelta(seconds=job_ttl_seconds() + settings.CELERY_TASK_TIME_LIMIT)
+
+
+def jobs_expire_sweep() -> dict:
+    """Beat (`cards.expire_jobs`): every open job that can no longer report is failed as NoResult and
+    its card flagged for a probe now, not only when the card is next presented (the dashboard, the
+    orders and the alert rules see it; the next presentation probes before anything else)."""
+    card_ids = list(Job.objects.filter(state__in=OPEN_JOB_STATES, created_at__lt=_stale_before())
+                    .values_list("card_id", flat=True).distinct()[:1000])
+    expired = 0
+    for card_id in card_ids:
+        with transaction.atomic(), EventBatch() as events:
+            card = Card.objects.select_for_update().filter(pk=card_id).first()
+            if card is not None:
+                expired += _expire_stale_jobs(card, events)
+    return {"cards": len(card_ids), "expired": expired}
+
+
+def _expire_stale_jobs(card: Card, events: EventBatch | None = None) -> int:
     """An open job past its expiry plus the task time limit never reported: assume the worst, probe next."""
-    limit = timezone.now() - timedelta(seconds=job_ttl_seconds() + settings.CELERY_TASK_TIME_LIMIT)
+    limit = _stale_before()
+    count = 0
     for job in card.jobs.select_for_update().filter(state__in=OPEN_JOB_STATES, created_at__lt=limit):
         job.move_to(JobState.FAILED)
         job.error = {"kind": NO_RESULT, "message": "no result arrived before the job's expiry"}
@@ -387,6 +439,8 @@ def _expire_stale_jobs(card: Card, events: EventBatch | None = None) -> None:
             card.save(update_fields=["probe_required", "updated_at"])
         _station_event("job.expired", job.station, job_id=str(job.id), card_uid=card.uid, result="failure",
                        details={"probe_required": sent_key_changes}, events=events)
+        count += 1
+    return count
 
 
 @transaction.atomic
