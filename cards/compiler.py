@@ -428,6 +428,14 @@ def _isd_fields(isd: dict) -> tuple[str, str, int]:
     return isd.get("aid", DEFAULT_ISD_AID).upper(), f"gp.open_{scp}", level
 
 
+def isd_kvn(base: int, number: int) -> int:
+    """KVN of the ISD key set whose versions are `number`: the profile's new_keys.kvn for the first
+    set (number 1), one more per rotation, cycling through 01..7F (the KVNs PUT KEY may give a set,
+    GP 2.3 section 11.8.2). Every set the CMS puts thus has a KVN other than the one it replaces, so a
+    key-information probe tells the old set from the new."""
+    return (base - 1 + number - 1) % 0x7F + 1
+
+
 def _compile_jcop(b: _Builder, spec: dict, specs: list[SlotSpec]) -> None:
     isd = spec["isd"]
     isd_aid, open_op, level = _isd_fields(isd)
@@ -435,9 +443,10 @@ def _compile_jcop(b: _Builder, spec: dict, specs: list[SlotSpec]) -> None:
     new = isd["new_keys"]
     labels = [label for label, *_ in ISD_SLOTS]
     keyed = all(label in b.ledger.active for label in labels)
+    rotate = keyed and any(b.wants_change(label) for label in labels)
     if keyed:
         keys = {name: b.ledger.active[label].ref for label, _, _, name in ISD_SLOTS}
-        kvn = new["kvn"]
+        kvn = isd_kvn(new["kvn"], max(b.ledger.active[label].number for label in labels))
         for label in labels:
             b.plan.holds[label] = b.plan.gets[label] = b.ledger.active[label].ref
     else:
@@ -455,25 +464,47 @@ def _compile_jcop(b: _Builder, spec: dict, specs: list[SlotSpec]) -> None:
     units += [f"install.{entry['aid'].upper()}" for entry in spec.get("install", [])]
     units += [f"store_data.{i}" for i in range(len(spec.get("store_data", [])))]
     units += ["secure", "lock"] if spec.get("lock") else []
-    if keyed and all(b.done(unit) for unit in units):
+    if keyed and not rotate and all(b.done(unit) for unit in units):
         return
+    replace = new.get("replace", True)
+    if not keyed and replace and not transport["kvn"]:
+        # INITIALIZE UPDATE P1 00 opens "the first key set", but PUT KEY P1 00 ADDS a set (GP 2.3
+        # section 11.8.2.2): the transport keys would stay on the card beside the new ones.
+        raise PlanError("isd.transport_keys.kvn 0 cannot be replaced: PUT KEY with P1 00 adds a key set "
+                        "and leaves the transport keys on the card (GP 2.3 11.8.2.2); name the transport "
+                        "set's KVN (the one INITIALIZE UPDATE reports), or set isd.new_keys.replace to "
+                        "false to keep it deliberately")
 
     b.add("select", aid=isd_aid)
     b.add(open_op, keys=keys, kvn=kvn, security_level=level)
-    if not keyed:
-        new_keys, ids = {}, []
+    if not keyed or rotate:
+        new_keys, ids, numbers = {}, [], []
         for label, _, _, name in ISD_SLOTS:
-            ref, _, confirms = b.new_key(label)
+            if rotate and not b.wants_change(label):
+                # a rotation puts the whole set: a key that does not change goes in again as it is
+                new_keys[name] = b.ledger.active[label].ref
+                numbers.append(b.ledger.active[label].number)
+                continue
+            ref, number, confirms = b.new_key(label)
             new_keys[name] = ref
+            numbers.append(number)
             if confirms:
                 ids.append(confirms["key_version"])
-        fields: dict[str, Any] = {"keys": new_keys, "kvn": new["kvn"]}
-        if new.get("replace", True) and transport["kvn"]:
+        new_kvn = isd_kvn(new["kvn"], max(numbers) or 1)
+        fields: dict[str, Any] = {"keys": new_keys, "kvn": new_kvn}
+        if rotate:
+            if new_kvn == kvn:
+                raise PlanError(f"the ISD key versions are out of step: the new set would keep KVN {kvn:02X}")
+            fields["replace_kvn"] = kvn  # replacing names the set the card holds now
+            for label, _, _, name in ISD_SLOTS:
+                b.plan.gets[label] = new_keys[name]
+        elif replace:
             fields["replace_kvn"] = transport["kvn"]
-        b.add("gp.put_key", label="isd.put_key", confirms={"key_versions": ids} if ids else None, **fields)
+        b.add("gp.put_key", label="isd.rotate" if rotate else "isd.put_key",
+              confirms={"key_versions": ids} if ids else None, **fields)
         # Re-open with the new keys: the card proves it holds them before anything else is written.
         b.add("select", aid=isd_aid)
-        b.add(open_op, keys=new_keys, kvn=new["kvn"], security_level=level)
+        b.add(open_op, keys=new_keys, kvn=new_kvn, security_level=level)
     for aid in spec.get("delete", []):
         if not b.done(f"delete.{aid.upper()}"):
             b.add("gp.delete", label=f"delete.{aid.upper()}", aid=aid.upper())
@@ -506,7 +537,9 @@ def _probe_jcop(b: _Builder, spec: dict, specs: list[SlotSpec]) -> None:
     isd_aid, _, _ = _isd_fields(isd)
     if not any(label in b.ledger.in_flight for label, *_ in ISD_SLOTS):
         return
+    pending = [b.ledger.pending[label].number for label, *_ in ISD_SLOTS if label in b.ledger.pending]
     b.add("select", aid=isd_aid)
-    b.add("gp.key_information", label="probe.isd", expect_kvn=isd["new_keys"]["kvn"])
+    b.add("gp.key_information", label="probe.isd",
+          expect_kvn=isd_kvn(isd["new_keys"]["kvn"], max(pending) if pending else 1))
     for label, *_ in ISD_SLOTS:
         b.plan.holds[label] = "unknown: transport keys or the pending keys"
