@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="a scratch PostgreSQL database, not SQLite")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="print the N costliest functions (cProfile, CMS calls only) and SQL per card")
+    parser.add_argument("--sql-log", metavar="FILE", help="with --profile: the last card's SQL, one a line")
     args = parser.parse_args()
 
     from cms import localvault
@@ -235,6 +236,10 @@ def _run(args) -> None:
         print(f"SQL statements per card: {len(queries.captured_queries) / args.cards:.1f} ("
               + ", ".join(f"{k} {v / args.cards:.1f}" for k, v in kinds.most_common()) + ")")
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
+        if args.sql_log:
+            per_card = len(queries.captured_queries) // args.cards
+            last = queries.captured_queries[-per_card:]
+            Path(args.sql_log).write_text("\n".join(q["sql"][:300] for q in last))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from datetime import timedelta
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from audit.services import EventBatch, record_event
@@ -29,7 +30,7 @@ from keys import keystore
 from keys.errors import KeyStateError, KeystoreError
 from keys.kcv import kcv, scheme_for_role
 from keys.models import KeyPolicy, KeySlot, KeyVersion, MasterKeyVersion, VersionState
-from keys.services import _next_number, _source_ref, derive_card_key, tenant_kek_ensure
+from keys.services import _source_ref, derive_card_key, tenant_kek_ensure
 from readeragent import protocol
 
 _KV = re.compile(r"^kv-(?P<id>[0-9]{1,18})$")
@@ -110,43 +111,66 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
     if len({s.card_id for s in locked.values()}) != 1:
         raise KeystoreError("pending key versions are created one card at a time")
     ordered = [locked[s.pk] for s in slots]
+    numbers = _next_numbers(ordered)
     versions: list[KeyVersion] = []
     random = [s for s in ordered if s.policy == KeyPolicy.RANDOM]
     if random:
         tenant = random[0].tenant
         _ensure_kek_once(tenant, actor)
-        plan = []
-        for slot in random:
-            number = _next_number(slot)
-            plan.append((slot, number, keystore.card_key_ref(tenant_id=tenant.pk, card_id=slot.card_id,
-                                                             slot_id=slot.pk, number=number)))
-        with keystore.generate(tenant.pk, [ref for _, _, ref in plan], replace=True) as keys:
-            for slot, number, ref in plan:
-                version = KeyVersion.objects.create(slot=slot, number=number, state=VersionState.PENDING,
-                                                    policy=KeyPolicy.RANDOM, vault_ref=str(ref),
-                                                    kcv=kcv(keys[ref], scheme_for_role(slot.role)))
-                version.slot = slot
+        plan = [(slot, keystore.card_key_ref(tenant_id=tenant.pk, card_id=slot.card_id, slot_id=slot.pk,
+                                             number=numbers[slot.pk])) for slot in random]
+        with keystore.generate(tenant.pk, [ref for _, ref in plan], replace=True) as keys:
+            rows = KeyVersion.objects.bulk_create([
+                KeyVersion(slot=slot, number=numbers[slot.pk], state=VersionState.PENDING,
+                           policy=KeyPolicy.RANDOM, vault_ref=str(ref),
+                           kcv=kcv(keys[ref], scheme_for_role(slot.role))) for slot, ref in plan])
+            for version, (slot, ref) in zip(rows, plan, strict=True):
                 if keep is not None:
                     keep[kv_ref(version)] = keystore.KeyBytes(keys[ref])
                 versions.append(version)
                 _event("keys.key_generated", version, slot, actor=actor, job_id=job_id, events=events,
                        details={"ref": version.vault_ref, "source": "cms", "kcv": version.kcv})
-    for slot in ordered:
-        if slot.policy != KeyPolicy.DIVERSIFIED:
-            continue
+    diversified = [s for s in ordered if s.policy == KeyPolicy.DIVERSIFIED]
+    if diversified:
+        masters = _active_master_versions(diversified)
+        rows = KeyVersion.objects.bulk_create([
+            KeyVersion(slot=slot, number=numbers[slot.pk], state=VersionState.PENDING,
+                       policy=KeyPolicy.DIVERSIFIED, master_version=masters[slot.master_id])
+            for slot in diversified])
+        for version, slot in zip(rows, diversified, strict=True):
+            master_version = masters[slot.master_id]
+            versions.append(version)
+            _event("keys.key_diversified", version, slot, actor=actor, job_id=job_id, events=events,
+                   details={"master_key": slot.master.name, "master_version": master_version.number,
+                            "method": slot.master.method, "kcv": "computed at first unwrap"})
+    return versions
+
+
+def _next_numbers(slots: Sequence[KeySlot]) -> dict[int, int]:
+    """The next version number of each slot (as keys.services._next_number), in one query."""
+    tops = dict(KeyVersion.objects.filter(slot_id__in=[s.pk for s in slots]).values("slot_id")
+                .annotate(top=Max("number")).values_list("slot_id", "top"))
+    numbers = {slot.pk: (tops.get(slot.pk) or 0) + 1 for slot in slots}
+    for pk, number in numbers.items():
+        if number > 255:
+            raise KeyStateError(f"slot {pk} has used every key version number (1..255)")
+    return numbers
+
+
+def _active_master_versions(slots: Sequence[KeySlot]) -> dict[int, MasterKeyVersion]:
+    """Each diversified slot's master key's newest active version, in one query."""
+    for slot in slots:
         if slot.master is None:
             raise KeyStateError(f"slot {slot.pk} is diversified but names no master key")
-        master_version = slot.master.versions.filter(state=VersionState.ACTIVE).order_by("-number").first()
-        if master_version is None:
+    found: dict[int, MasterKeyVersion] = {}
+    active = MasterKeyVersion.objects.filter(master_id__in={s.master_id for s in slots},
+                                             state=VersionState.ACTIVE).order_by("master_id", "-number")
+    for version in active:
+        found.setdefault(version.master_id, version)
+    for slot in slots:
+        if slot.master_id not in found:
             raise KeyStateError(f"master key {slot.master.name} has no active version")
-        version = KeyVersion.objects.create(slot=slot, number=_next_number(slot), state=VersionState.PENDING,
-                                            policy=KeyPolicy.DIVERSIFIED, master_version=master_version)
-        version.slot = slot
-        versions.append(version)
-        _event("keys.key_diversified", version, slot, actor=actor, job_id=job_id, events=events,
-               details={"master_key": slot.master.name, "master_version": master_version.number,
-                        "method": slot.master.method, "kcv": "computed at first unwrap"})
-    return versions
+    return found
 
 
 # --- unwrap for a job -------------------------------------------------------------------------------

@@ -255,42 +255,56 @@ def _match_order(station: Station, uid: str, card: Card | None) -> Order | None:
     return None
 
 
-def _ensure_layout(card: Card, spec: dict) -> None:
-    """Applications, files and key slots the profile declares, recorded for this card (idempotent)."""
-    masters = {m.name: m for m in MasterKey.objects.filter(tenant_id=card.tenant_id)}
+def _ensure_layout(card: Card, spec: dict, *, new_card: bool = False) -> None:
+    """Applications, files and key slots the profile declares, recorded for this card (idempotent).
+
+    The card's row is locked (or was just created) by the caller, so what is missing is inserted in
+    one statement per table; a card just created has nothing yet and is not even asked.
+    """
     apps: dict[str, Application] = {}
-    if spec["chip_family"] == "desfire":
-        for app in spec.get("applications", []):
-            aid = app["aid"].upper()
-            application, _ = Application.objects.get_or_create(
-                card=card, aid=aid, defaults={"tenant_id": card.tenant_id, "kind": AppKind.DESFIRE,
-                                              "key_settings": app.get("key_settings", 0x0B),
-                                              "key_type": app.get("key_type", "aes128"),
-                                              "num_keys": app.get("num_keys", max(len(app["keys"]), 1))})
-            apps[aid] = application
-            access_names = {"read": "read_key", "write": "write_key", "read_write": "read_write_key",
-                            "change": "change_key"}
-            for file in app.get("files", []):
-                options = {k: file[k] for k in ("lower_limit", "upper_limit", "initial_value",
-                                                "limited_credit", "free_get_value", "max_records")
-                           if k in file}
-                CardFile.objects.get_or_create(
-                    application=application, file_no=file["file_no"],
-                    defaults={"file_type": file["type"], "comm_mode": file.get("comm_mode", "full"),
-                              "size": file.get("size", file.get("record_size", 0)), "options": options,
-                              **{access_names[r]: file["access"][r] for r in access_names}})
-    existing = {(s.application_id, s.role, s.key_no) for s in KeySlot.objects.filter(card=card)}
-    for spec_slot in slot_specs(spec):
-        application = apps.get(spec_slot.aid) if spec_slot.aid else None
-        if (application.pk if application else None, spec_slot.role, spec_slot.key_no) in existing:
-            continue
+    if not new_card:
+        apps = {a.aid: a for a in Application.objects.filter(card=card)}
+    files = set() if new_card else set(CardFile.objects.filter(application__card=card)
+                                       .values_list("application__aid", "file_no"))
+    access_names = {"read": "read_key", "write": "write_key", "read_write": "read_write_key",
+                    "change": "change_key"}
+    app_specs = spec.get("applications", []) if spec["chip_family"] == "desfire" else []
+    missing = [Application(card=card, aid=app["aid"].upper(), tenant_id=card.tenant_id, kind=AppKind.DESFIRE,
+                           key_settings=app.get("key_settings", 0x0B), key_type=app.get("key_type", "aes128"),
+                           num_keys=app.get("num_keys", max(len(app["keys"]), 1)))
+               for app in app_specs if app["aid"].upper() not in apps]
+    for application in Application.objects.bulk_create(missing):
+        apps[application.aid] = application
+    new_files = []
+    for app in app_specs:
+        aid = app["aid"].upper()
+        for file in app.get("files", []):
+            if (aid, file["file_no"]) in files:
+                continue
+            options = {k: file[k] for k in ("lower_limit", "upper_limit", "initial_value",
+                                            "limited_credit", "free_get_value", "max_records") if k in file}
+            new_files.append(CardFile(application=apps[aid], file_no=file["file_no"], file_type=file["type"],
+                                      comm_mode=file.get("comm_mode", "full"),
+                                      size=file.get("size", file.get("record_size", 0)), options=options,
+                                      **{access_names[r]: file["access"][r] for r in access_names}))
+    CardFile.objects.bulk_create(new_files)
+    existing = set() if new_card else {(s.application_id, s.role, s.key_no)
+                                       for s in KeySlot.objects.filter(card=card)}
+    wanted = [s for s in slot_specs(spec)
+              if ((apps[s.aid].pk if s.aid else None), s.role, s.key_no) not in existing]
+    masters = {m.name: m for m in MasterKey.objects.filter(tenant_id=card.tenant_id)} \
+        if any(s.master for s in wanted) else {}
+    slots = []
+    for spec_slot in wanted:
         master = masters.get(spec_slot.master) if spec_slot.master else None
         if spec_slot.policy == KeyPolicy.DIVERSIFIED and master is None:
             raise Refused("profile", f"master key {spec_slot.master!r} does not exist")
-        KeySlot.objects.create(tenant_id=card.tenant_id, card=card, application=application,
-                               role=spec_slot.role, key_no=spec_slot.key_no, policy=spec_slot.policy,
-                               master=master if spec_slot.policy == KeyPolicy.DIVERSIFIED else None,
-                               label=spec_slot.label)
+        slots.append(KeySlot(tenant_id=card.tenant_id, card=card,
+                             application=apps[spec_slot.aid] if spec_slot.aid else None,
+                             role=spec_slot.role, key_no=spec_slot.key_no, policy=spec_slot.policy,
+                             master=master if spec_slot.policy == KeyPolicy.DIVERSIFIED else None,
+                             label=spec_slot.label))
+    KeySlot.objects.bulk_create(slots)
 
 
 def slot_label(slot: KeySlot) -> str:
@@ -468,6 +482,7 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
             profile = card.profile
         else:
             raise Refused("no_order", "no open order for this card at this station")
+        new_card = card is None
         if card is None:
             card = Card(tenant_id=station.tenant_id, uid=uid, chip_type=_chip_type(chip_hint, None, order),
                         atr=atr[:66], profile=profile)
@@ -478,7 +493,7 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
         if not profile.accepts_chip(card.chip_type):
             raise Refused("profile", f"profile {profile} is for {profile.chip_family} cards, "
                                      f"not {card.chip_type}")
-        _ensure_layout(card, profile.spec)
+        _ensure_layout(card, profile.spec, new_card=new_card)
         fresh: dict[str, bytearray] = {}  # random keys generated for this job, handed to the sealing
         try:
             return _plan_and_send(station=station, card=card, order=order, profile=profile, uid=uid, atr=atr,
