@@ -1,7 +1,8 @@
 """The card leaves the field at every APDU of the DESFire flow, end to end: the job ends interrupted, a
 ChangeKey sent but unanswered is in flight and probed on the next presentation (GetKeyVersion, no
-authentication), and the card is put back until the ledger is whole. (Exactly which steps are done at
-each index is checked in-process in tests/readeragent/test_executor_desfire.py.)
+authentication; a lost CreateApplication / CreateFile is probed with the ID lists), and the card is put
+back until the ledger is whole: every index must end with the card fully provisioned. (Exactly which
+steps are done at each index is checked in-process in tests/readeragent/test_executor_desfire.py.)
 
 One stack, one enrolled agent, one vpcd reader; for each index a factory-fresh card (new UID, new
 order) is loaded into the same virtual card slot, and pulled after executing the N-th APDU of its
@@ -118,14 +119,8 @@ def test_removal_at_every_apdu_of_the_desfire_flow(cms_stack, enrolled_station, 
     assert job_apdus and len(outcomes) == job_apdus
     for index, (states, whole, error) in outcomes.items():
         assert states[0] == "interrupted", (index, states)
-        if whole and states[-1] == "succeeded":
-            continue
-        # Known gap on the CMS side (reported): a CreateApplication / CreateFile that the card executed
-        # but whose answer never came is sent again on resume, and the card answers 91DE ("already
-        # exists"); the job stops there with that SW, as it must. Key changes are never in this set:
-        # in flight -> probe -> resume recovers them (below).
-        assert states[-1] == "failed" and error["sw"] == "91DE", (index, states, error)
-        assert error["op"] in ("desfire.create_application", "desfire.create_file"), (index, error)
+        # put back, every card ends provisioned: resumed, or probed first (a ChangeKey in flight ->
+        # GetKeyVersion; a CreateApplication / CreateFile whose answer was lost -> the ID lists)
+        assert states[-1] == "succeeded" and whole, (index, states, error)
     probed = [index for index, (states, _, _) in outcomes.items() if len(states) == 3]
-    assert probed, "no index went through in flight -> probe -> resume"
-    assert all(outcomes[index][1] for index in probed)
+    assert len(probed) >= 2, f"too few indices went through a probe: {outcomes}"
