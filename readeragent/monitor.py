@@ -106,6 +106,8 @@ def make_report(identity: Identity, kind: str, reader: str, *, uid: str | None =
                 atr: str | None = None, chip_type: str | None = None) -> dict:
     report = {"v": 1, "type": kind, "station": identity.station, "reader": reader, "at": int(time.time()),
               "nonce": os.urandom(12).hex()}
+    if kind == "heartbeat":
+        report["ips"] = protocol.host_addresses()  # the CMS watches where its stations are seen from
     if kind == "card_presented":
         report.update(uid=uid, atr=atr)
         if chip_type:

@@ -64,6 +64,7 @@ def test_reports_are_signed_and_carry_what_jobproto_names(identity):
     protocol.verify_signature(report, identity.sign_private_key.public_key(), "report")
     beat = make_report(identity, "heartbeat", "Virtual PCD 00 00")
     assert "uid" not in beat and beat["nonce"] != report["nonce"]
+    assert isinstance(beat["ips"], list) and "127.0.0.1" not in beat["ips"]
 
 
 def test_a_fault_outside_the_steps_still_answers_the_cms_with_a_signed_failure(cms, identity, ledger,
