@@ -277,33 +277,58 @@ def version_activate(version: KeyVersion, *, grace_days: int, actor=None, job_id
     caller records the change in its own event (the card step that confirmed it), in the same
     transaction: one event per confirmation instead of three.
     """
-    version = KeyVersion.objects.select_for_update(of=("self",)).select_related(
-        "slot__tenant", "slot__card", "slot__application").get(pk=version.pk)
-    if version.state != VersionState.PENDING:
-        return None
+    return versions_activate([version], grace_days=grace_days, actor=actor, job_id=job_id,
+                             evidence=evidence, audit=audit, events=events)[0]
+
+
+def versions_activate(versions: Sequence[KeyVersion], *, grace_days: int, actor=None, job_id: str = "",
+                      evidence: dict | None = None, audit: bool = True,
+                      events: EventBatch | None = None) -> list[dict | None]:
+    """`version_activate` for several versions (of different slots) at once: the rows locked in one
+    query, the predecessors retired in one UPDATE and the versions activated in another. One change
+    (or None) per version given, in order."""
+    if not versions:
+        return []
+    locked = {v.pk: v for v in KeyVersion.objects.select_for_update(of=("self",)).select_related(
+        "slot__tenant", "slot__card", "slot__application").filter(pk__in={v.pk for v in versions})}
+    pending = {pk: v for pk, v in locked.items() if v.state == VersionState.PENDING}
+    slot_ids = [v.slot_id for v in pending.values()]
+    if len(set(slot_ids)) != len(slot_ids):
+        raise KeyStateError("two pending versions of one slot cannot both become active")
+    previous = {v.slot_id: v for v in KeyVersion.objects.select_for_update(of=("self",))
+                .filter(slot_id__in=slot_ids, state=VersionState.ACTIVE)} if pending else {}
     now = timezone.now()
-    change: dict = {"key_version": version.number, "kcv": version.kcv}
-    previous = (KeyVersion.objects.select_for_update(of=("self",))
-                .filter(slot_id=version.slot_id, state=VersionState.ACTIVE).first())
-    slot = version.slot
-    common = {"tenant": slot.tenant, "job_id": job_id, "card_uid": slot.card.uid,
-              "aid": slot.application.aid if slot.application_id else "", "key_no": slot.key_no}
-    if previous is not None:
-        previous.state, previous.retired_at = VersionState.RETIRED, now
-        previous.grace_until = now + timedelta(days=grace_days)
-        previous.save(update_fields=["state", "retired_at", "grace_until"])
-        change.update(retired=previous.number, grace_until=previous.grace_until.isoformat())
+    grace_until = now + timedelta(days=grace_days)
+    if previous:
+        KeyVersion.objects.filter(pk__in=[v.pk for v in previous.values()]).update(
+            state=VersionState.RETIRED, retired_at=now, grace_until=grace_until)
+    if pending:
+        KeyVersion.objects.filter(pk__in=list(pending)).update(state=VersionState.ACTIVE, activated_at=now)
+    changes: list[dict | None] = []
+    for given in versions:
+        version = pending.pop(given.pk, None)
+        if version is None:
+            changes.append(None)
+            continue
+        version.state, version.activated_at = VersionState.ACTIVE, now
+        change: dict = {"key_version": version.number, "kcv": version.kcv}
+        slot = version.slot
+        common = {"tenant": slot.tenant, "job_id": job_id, "card_uid": slot.card.uid,
+                  "aid": slot.application.aid if slot.application_id else "", "key_no": slot.key_no}
+        before = previous.get(version.slot_id)
+        if before is not None:
+            before.state, before.retired_at, before.grace_until = VersionState.RETIRED, now, grace_until
+            change.update(retired=before.number, grace_until=grace_until.isoformat())
+            if audit:
+                _record(events, action="keys.key_retired", actor=actor, key_version=before.number,
+                        details={"role": slot.role, "grace_until": grace_until.isoformat(),
+                                 "successor": version.number}, **common)
         if audit:
-            _record(events, action="keys.key_retired", actor=actor, key_version=previous.number,
-                    details={"role": slot.role, "grace_until": previous.grace_until.isoformat(),
-                             "successor": version.number}, **common)
-    version.state, version.activated_at = VersionState.ACTIVE, now
-    version.save(update_fields=["state", "activated_at"])
-    if audit:
-        _record(events, action="keys.key_activated", actor=actor, key_version=version.number,
-                details={"role": slot.role, "kcv": version.kcv, "evidence": evidence or {}}, **common)
-    return change
+            _record(events, action="keys.key_activated", actor=actor, key_version=version.number,
+                    details={"role": slot.role, "kcv": version.kcv, "evidence": evidence or {}}, **common)
+        changes.append(change)
+    return changes
 
 
 __all__ = ["default_ref", "job_keys_unwrap", "key_versions_create_pending", "kv_ref", "mkv_ref",
-           "parse_ref", "seal_for_station", "version_activate"]
+           "parse_ref", "seal_for_station", "version_activate", "versions_activate"]

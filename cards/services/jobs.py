@@ -729,8 +729,7 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
             details["observed"] = observed
         if status == "done" and confirmed:
             # the card proved the key: active now, recorded in this step's own event
-            changes = [sealing.version_activate(version, grace_days=grace, job_id=str(job.id), audit=False)
-                       for version in confirmed]
+            changes = sealing.versions_activate(confirmed, grace_days=grace, job_id=str(job.id), audit=False)
             details["activated"] = [c for c in changes if c]
             activated.extend(version.pk for version, change in zip(confirmed, changes, strict=True) if change)
         elif status == "in_flight" and confirmed:
