@@ -42,7 +42,7 @@ JCOP_SPEC = {
     "isd": {"aid": "A000000151000000", "scp": "scp03", "security_level": 0x33,
             "transport_keys": {"master": "gp-test-key", "kvn": 0x30},
             "new_keys": {"kvn": 0x31, "policy": "diversified", "master": "isd-master", "method": "kdf3"}},
-    "store_data": [{"dgi": "0101", "data_hex": "F1E2D3C4"}]}
+    "store_data": [{"dgi": "0101", "data_hex": "F1E2D3C4"}], "lock": True}
 
 SETUP = """
 import json
@@ -172,6 +172,7 @@ def test_jcop4_order_to_active_ledger(cms_stack, enrolled_station, pcsc_card):
     assert sorted(role for role, *_ in ledger) == ["isd_dek", "isd_enc", "isd_mac"]
     assert all(state == "active" for *_, state in ledger), ledger
     assert 0x31 in {k["kvn"] for k in card.keys_held()["a000000151000000"]}
+    assert card.life_cycle == 0x7F  # CARD_LOCKED, through SECURED (seed 002's ISD lock)
 
 
 def test_redelivered_job_writes_the_card_once(cms_stack, enrolled_station, pcsc_card):
