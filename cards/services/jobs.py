@@ -706,6 +706,7 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
     versions_by_id = {v.pk: v for v in KeyVersion.objects.filter(slot__card=card)}
     probe_answers = 0
     activated: list[int] = []  # KeyVersion ids this result made active (campaigns follow them)
+    proven: list[tuple[dict, list[KeyVersion]]] = []  # (a step's event details, the versions it proved)
     seen: dict[int, dict] = {}  # index -> the observation as stored (scalars only)
     for entry in entries:
         step = steps[entry["index"]]
@@ -728,10 +729,9 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
         if observed:
             details["observed"] = observed
         if status == "done" and confirmed:
-            # the card proved the key: active now, recorded in this step's own event
-            changes = sealing.versions_activate(confirmed, grace_days=grace, job_id=str(job.id), audit=False)
-            details["activated"] = [c for c in changes if c]
-            activated.extend(version.pk for version, change in zip(confirmed, changes, strict=True) if change)
+            # the card proved the key: active now (all of the result's at once, after this loop),
+            # recorded in this step's own event, which is appended with the others at the end
+            proven.append((details, confirmed))
         elif status == "in_flight" and confirmed:
             card.probe_required = True
             details["in_flight"] = [v.number for v in confirmed]
@@ -743,6 +743,13 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
             probe_answers += 1  # ledger_for reads the listing from the stored observation
         elif probe and status == "done" and str(step.get("label", "")).startswith("probe."):
             probe_answers += _resolve_probe(card, step, observed, grace, str(job.id), events, activated)
+    if proven:
+        changes = iter(sealing.versions_activate([v for _, versions in proven for v in versions],
+                                                 grace_days=grace, job_id=str(job.id), audit=False))
+        for details, versions in proven:
+            moved = [(version, next(changes)) for version in versions]
+            details["activated"] = [change for _, change in moved if change]
+            activated.extend(version.pk for version, change in moved if change)
     state = result["state"]
     error = _sanitise_error(result.get("error"))
     failed_op = steps[error["step"]]["op"] if isinstance(error.get("step"), int) \
