@@ -141,8 +141,9 @@ def _run_card(cms_stack, enrolled_station, pcsc_card, card, profile: str, uid: s
         print((home / "agent.log").read_text(errors="replace")[-3000:])
 
 
-def test_desfire_ev2_order_to_active_ledger(cms_stack, enrolled_station, pcsc_card):
-    card = DESFireCard("ev2", picc_key_type="des")
+@pytest.mark.parametrize("flavour", ["ev2", "ev1", "ev3"])
+def test_desfire_order_to_active_ledger(cms_stack, enrolled_station, pcsc_card, flavour):
+    card = DESFireCard(flavour, picc_key_type="des")
     uid = card.uid.hex().upper()
     job, detail, reader, home = _run_card(cms_stack, enrolled_station, pcsc_card, card, "campus", uid)
 
