@@ -810,7 +810,11 @@ def _sync_campaigns(version_ids: list[int]) -> None:
     touched = RotationCampaign.objects.filter(
         Q(items__new_version_id__in=version_ids) | Q(items__restore_version_id__in=version_ids)).distinct()
     for campaign in touched:
-        campaigns.campaign_sync(campaign)
+        try:
+            campaigns.campaign_sync(campaign)
+        except Exception as exc:  # noqa: BLE001 - the result is recorded; a retry would only be refused
+            # as a replay. The campaign catches up at its next sync (batch task, page, next result).
+            log.warning("campaign.sync_failed", campaign=campaign.pk, error=type(exc).__name__)
 
 
 def _resolve_probe(card: Card, step: dict, observed: dict, grace: int, job_id: str,
