@@ -108,7 +108,6 @@ def record_event(**fields) -> AuditEvent:
     return _append([_build_event(**fields)])[0]
 
 
-@transaction.atomic
 def record_events(events: Iterable[dict]) -> list[AuditEvent]:
     """Append several events (each a dict of `record_event`'s fields) in order, as one chain segment.
 
@@ -118,7 +117,10 @@ def record_events(events: Iterable[dict]) -> list[AuditEvent]:
     event's prev_hash the one before), so `audit_verify` cannot tell the difference. All or none:
     any invalid event raises before anything is written.
     """
-    return _append([_build_event(**fields) for fields in events])
+    built = [_build_event(**fields) for fields in events]  # refused before the transaction is touched
+    # No savepoint: inside a caller's transaction a failure to append aborts it (fail closed).
+    with transaction.atomic(savepoint=False):
+        return _append(built)
 
 
 class EventBatch:

@@ -215,7 +215,7 @@ def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None,
         elif kind == "mkv":
             sources[ref] = keystore.BlobRef.parse(masters[ident].vault_ref)
     if sources:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             _record(events, action="keys.unwrapped", actor=actor, tenant=card.tenant, job_id=job_id,
                     card_uid=card.uid, details={"refs": sorted({str(r) for r in sources.values()}),
                                                 "count": len(sources), "purpose": "job"})

@@ -486,7 +486,9 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
         if card is None:
             card = Card(tenant_id=station.tenant_id, uid=uid, chip_type=_chip_type(chip_hint, None, order),
                         atr=atr[:66], profile=profile)
-            card.full_clean()
+            # the tenant and profile rows are the station's and the order's (no lookups), and the UID's
+            # uniqueness is the database's (an IntegrityError here is a concurrent presentation)
+            card.full_clean(exclude=["tenant", "profile"], validate_unique=False)
             card.save()
             _station_event("card.registered", station, card_uid=uid, events=events,
                            details={"chip_type": card.chip_type, "order": order.pk})
