@@ -166,13 +166,18 @@ def set_min_decryption_version(tenant_id: int, version: int) -> None:
 
 
 def transit_batch(tenant_id: int, operation: str, items: list[dict], what: str) -> list[dict]:
-    """One Transit batch call; on a 400 the per-item results still come back and are judged by the caller."""
+    """Transit batch calls of at most DEFAULT_BATCH items (one call for most callers); on a 400 the
+    per-item results still come back and are judged by the caller."""
     transit, _ = _mounts()
-    status, body = vault.call("POST", f"{transit}/{operation}/{kek_name(tenant_id)}",
-                              {"batch_input": items}, what=what)
-    results = (body.get("data") or {}).get("batch_results")
-    if status not in (200, 400) or results is None or len(results) != len(items):
-        raise KeystoreError(f"{what} failed: HTTP {status} {_errors(body)}")
+    results: list[dict] = []
+    for start in range(0, len(items), DEFAULT_BATCH):
+        part = items[start:start + DEFAULT_BATCH]
+        status, body = vault.call("POST", f"{transit}/{operation}/{kek_name(tenant_id)}",
+                                  {"batch_input": part}, what=what)
+        answered = (body.get("data") or {}).get("batch_results")
+        if status not in (200, 400) or answered is None or len(answered) != len(part):
+            raise KeystoreError(f"{what} failed: HTTP {status} {_errors(body)}")
+        results += answered
     return results
 
 

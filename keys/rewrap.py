@@ -100,6 +100,7 @@ def rewrap_tenant(tenant_id: int, *, batch_size: int = keystore.DEFAULT_BATCH,
     if info is None:
         raise KeystoreError(f"tenant {tenant_id} has no KEK")
     latest = info["latest_version"]
+    batch_size = max(1, min(batch_size, keystore.DEFAULT_BATCH))  # what one Transit request may carry
     paths = list_secrets(tenant_id)
     rewrapped = calls = 0
     todo = list(paths)

@@ -265,3 +265,16 @@ def test_rewrap_erases_the_old_versions_that_held_blobs_under_the_old_kek(vault)
     keystore.rotate_kek(TENANT)
     rewrap.rewrap_tenant(TENANT)
     assert _destroyed_versions(vault, ref.path) == {1: True, 2: False}
+
+
+def test_more_keys_than_one_transit_request_may_carry_are_wrapped_and_unwrapped(vault, vault_calls):
+    """OpenBao refuses a body with more than 1,000 JSON strings (4 per batch item): 300 keys take 2 calls."""
+    keystore.ensure_kek(TENANT)
+    keys = {}
+    for card_id in range(100, 175):
+        keys.update({ref: os.urandom(16) for ref in _refs(card_id=card_id, count=4)})
+    vault_calls.clear()
+    keystore.wrap_and_store(TENANT, keys)
+    assert len([c for c in vault_calls if "/encrypt/" in c[1]]) == 2
+    with keystore.unwrap(TENANT, list(keys)) as plain:
+        assert {r: bytes(k) for r, k in plain.items()} == keys
