@@ -91,7 +91,8 @@ def get_status(transport_or_channel, scope: StatusScope = StatusScope.APPLICATIO
         if response.sw == 0x9000:
             return entries
         p2 = 0x03
-    raise MalformedResponseError("GET STATUS: card keeps answering 6310", command="GET STATUS")
+    raise MalformedResponseError(f"GET STATUS: card keeps answering 6310 after {max_rounds} rounds",
+                                 command="GET STATUS", sw=0x6310)
 
 
 def _key_block(channel, key: bytes | bytearray, key_type: KeyType) -> tuple[bytes, bytes]:
