@@ -73,9 +73,10 @@ def core_processes(config: StackConfig) -> list[ProcessSpec]:
     ]
 
 
-# The hook for more processes on the same machine: the reader-agent issue appends a function
-# here that returns pcscd, the vpcd virtual cards and the station agent. Each function gets the
-# config and returns ProcessSpecs; they start after the core roles and stop before them.
+# The hook for more processes on the same machine. Each function gets the config and returns
+# ProcessSpecs; they start after the core roles and stop before them. (The bin/start demo starts its
+# virtual cards and agents itself, see runstack and cms/demo.py: it needs pcscd's free reader slots
+# and its stations approved first.)
 EXTRA_PROCESSES: list[Callable[[StackConfig], list[ProcessSpec]]] = []
 
 
@@ -162,7 +163,11 @@ class Supervisor:
         self._stop_requested = signum
 
     def start(self) -> None:
-        for spec in self.specs:
+        self.launch(self.specs)
+
+    def launch(self, specs: list[ProcessSpec]) -> None:
+        """Start more children (the demo agents, once their stations are approved); stopped like the rest."""
+        for spec in specs:
             process = subprocess.Popen(spec.argv, cwd=self.cwd, env={**self.env, **spec.env},
                                        stdin=subprocess.DEVNULL, start_new_session=True)
             self.running.append((spec, process))
