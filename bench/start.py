@@ -45,7 +45,7 @@ def _run_once(instance: Path, log) -> tuple[float, float]:
                 "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12")})
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "manage.py", "runstack", "--port", str(port),
-                                "--vault-port", str(vault_port)], cwd=ROOT, env=env, stdout=log,
+                                "--vault-port", str(vault_port), "--no-demo"], cwd=ROOT, env=env, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         while True:

@@ -80,7 +80,7 @@ def start_stack(instance_dir: Path, broker: str, timeout: float = 180) -> Stack:
     env = _base_env()
     env.update(CMS_INSTANCE_DIR=str(instance_dir), REDIS_URL=broker, PYTHONUNBUFFERED="1")
     process = subprocess.Popen([sys.executable, "manage.py", "runstack", "--port", str(port),
-                                "--vault-port", str(vault_port)], cwd=ROOT, env=env,
+                                "--vault-port", str(vault_port), "--no-demo"], cwd=ROOT, env=env,
                                stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
                                start_new_session=True)
     stack = Stack(f"http://127.0.0.1:{port}", instance_dir, broker, process, log)

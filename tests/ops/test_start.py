@@ -32,12 +32,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _stack_env(instance: Path) -> dict[str, str]:
+def _stack_env(instance: Path, redis_url: str = "redis://127.0.0.1:6379/13") -> dict[str, str]:
     # Only what a user's shell would have: none of the test run's Django, Vault or database settings.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DJANGO_", "CMS_", "VAULT_", "BAO_", "DATABASE_URL", "REDIS_URL",
                                 "SECRET_KEY", "PYTEST_", "CELERY_"))}
-    env.update({"CMS_INSTANCE_DIR": str(instance), "REDIS_URL": "redis://127.0.0.1:6379/13"})
+    env.update({"CMS_INSTANCE_DIR": str(instance), "REDIS_URL": redis_url})
     return env
 
 
@@ -67,8 +67,12 @@ def _alive(pid: int) -> bool:
 
 
 class Stack:
-    def __init__(self, instance: Path, log: Path) -> None:
-        self.instance, self.log = instance, log
+    """runstack in a temporary instance; without the demo unless `args` says otherwise (tests/ops/
+    test_start_demo.py runs the demo on a private Redis)."""
+
+    def __init__(self, instance: Path, log: Path, *, args: tuple[str, ...] = ("--no-demo",),
+                 redis_url: str = "redis://127.0.0.1:6379/13") -> None:
+        self.instance, self.log, self.args, self.redis_url = instance, log, args, redis_url
         self.port, self.vault_port = _free_port(), _free_port_pair()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -77,8 +81,8 @@ class Stack:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "manage.py", "runstack", "--port", str(self.port),
-                 "--vault-port", str(self.vault_port)],
-                cwd=ROOT, env=_stack_env(self.instance), stdout=out, stderr=subprocess.STDOUT,
+                 "--vault-port", str(self.vault_port), *self.args],
+                cwd=ROOT, env=_stack_env(self.instance, self.redis_url), stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
 
     def output(self) -> str:
