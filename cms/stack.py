@@ -50,11 +50,16 @@ class StackConfig:
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    """One long-running child: a name for the messages, its argv, and extra environment."""
+    """One long-running child: a name for the messages, its argv, and extra environment.
+
+    An essential child that exits stops the stack; a non-essential one (the demo's cards and agents)
+    is reported and the CMS runs on without it.
+    """
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    essential: bool = True
 
 
 def core_processes(config: StackConfig) -> list[ProcessSpec]:
@@ -176,13 +181,19 @@ class Supervisor:
     def wait(self, poll: float = 0.2) -> int:
         """Block until a stop is requested (0) or a child exits on its own (1); then stop the rest."""
         code = 0
+        reported: set[int] = set()
         while self._stop_requested is None:
-            exited = [(spec, process) for spec, process in self.running if process.poll() is not None]
-            if exited:
-                spec, process = exited[0]
+            exited = [(spec, process) for spec, process in self.running
+                      if process.poll() is not None and process.pid not in reported]
+            fatal = [(spec, process) for spec, process in exited if spec.essential]
+            if fatal:
+                spec, process = fatal[0]
                 self.say(f"{spec.name} exited with status {process.returncode}; stopping the others")
                 code = 1
                 break
+            for spec, process in exited:
+                reported.add(process.pid)
+                self.say(f"{spec.name} exited with status {process.returncode}; the rest runs on without it")
             time.sleep(poll)
         else:
             self.say(f"received {signal.Signals(self._stop_requested).name}; stopping")

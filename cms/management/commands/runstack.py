@@ -126,7 +126,7 @@ class Command(BaseCommand):
                     "--port", str(port), "--reader-slot", "0"]
             self.say(f"demo: virtual {card.kind} {uid} in reader {reader!r} (state {state})")
             cards.append({"card": card, "uid": uid, "reader": reader,
-                          "spec": stack.ProcessSpec(f"card {card.name}", argv)})
+                          "spec": stack.ProcessSpec(f"card {card.name}", argv, essential=False)})
         return cards
 
     def _demo(self, config: stack.StackConfig, env: dict[str, str], supervisor: stack.Supervisor,
@@ -160,9 +160,11 @@ class Command(BaseCommand):
                 f"agent {entry['card'].station}",
                 [sys.executable, "-m", "readeragent", "--home",
                  str(demo.agent_home(config.instance_dir, entry["card"])), "run", "--reader", entry["reader"],
-                 "--broker", settings.CELERY_BROKER_URL, "--heartbeat", "10"]) for entry in cards])
+                 "--heartbeat", "10"],
+                # in the environment, not argv: a broker URL may hold a password
+                env={"CMS_BROKER_URL": settings.CELERY_BROKER_URL}, essential=False) for entry in cards])
             final = run.follow(pending, timeout=timeout, stopping=lambda: supervisor.stopping or any(
-                process.poll() is not None for _, process in supervisor.running))
+                process.poll() is not None for spec, process in supervisor.running if spec.essential))
             for uid, card in pending.items():
                 outcome = final.get(uid, f"not finished after {timeout:.0f} s (see /api/v1/jobs/)")
                 self.say(f"demo: {card.kind} {uid}: {outcome}")
@@ -211,7 +213,7 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout
         body: dict = {}
         while time.monotonic() < deadline and not supervisor.stopping:
-            if any(process.poll() is not None for _, process in supervisor.running):
+            if any(process.poll() is not None for spec, process in supervisor.running if spec.essential):
                 return False  # wait() reports which one exited
             try:
                 response = requests.get(f"{config.url}/health", timeout=3)
