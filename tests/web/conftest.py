@@ -10,62 +10,19 @@ import pytest
 from django.test import Client
 
 from cms.web.access import SESSION_REAUTH
+from tests.support import people
+from tests.support.people import make_tenant, make_user  # noqa: F401  (re-exported)
 
 PASSWORD = "correct horse battery staple 7"
 
-
-def make_tenant(slug: str, prefix: str, first: int):
-    from cards.models import Tenant
-
-    return Tenant.objects.create(slug=slug, name=slug.title(), gp_aid_prefix=prefix,
-                                 desfire_aid_first=first, desfire_aid_last=first + 0xFFF)
-
-
-def make_user(username: str, memberships=(), password: str | None = None):
-    from django.contrib.auth import get_user_model
-
-    from cms.models import Membership
-
-    user = get_user_model().objects.create_user(username=username, password=password)
-    for tenant, role in memberships:
-        Membership.objects.create(user=user, tenant=tenant, role=role)
-    return user
-
-
-@pytest.fixture
-def acme(db, vault):
-    return make_tenant("acme", "A00000061700CAFE0001", 0xF0A000)
-
-
-@pytest.fixture
-def globex(db, vault):
-    return make_tenant("globex", "A00000061700BEEF0001", 0xF0B000)
-
-
-@pytest.fixture
-def admin(acme):
-    return make_user("alice", [(acme, "admin")])
-
-
-@pytest.fixture
-def second_admin(acme):
-    return make_user("carol", [(acme, "admin")])
-
-
-@pytest.fixture
-def operator(acme):
-    return make_user("oscar", [(acme, "operator")])
-
-
-@pytest.fixture
-def auditor(acme):
-    return make_user("audrey", [(acme, "auditor")])
-
-
-@pytest.fixture
-def other_admin(globex):
-    """Admin of globex only: must see nothing of acme."""
-    return make_user("bob", [(globex, "admin")])
+# The shared two-tenant fixtures (tests/support/people.py), made visible to this folder's tests.
+acme = people.acme
+globex = people.globex
+admin = people.admin
+second_admin = people.second_admin
+operator = people.operator
+auditor = people.auditor
+other_admin = people.other_admin
 
 
 def web_client(user=None, *, recent_auth: bool = True) -> Client:
@@ -110,6 +67,7 @@ def acme_world(acme, admin):
     rotation = KekRotation.objects.create(tenant=acme, requested_by=admin)
     alert = Alert.objects.create(tenant_id=acme.pk, tenant_slug=acme.slug, rule="station_silent",
                                  subject="station:acme-line-1",
-                                 message="station acme-line-1 silent for 600 s", first_seen_at=timezone.now(), last_seen_at=timezone.now())
+                                 message="station acme-line-1 silent for 600 s",
+                                 first_seen_at=timezone.now(), last_seen_at=timezone.now())
     return {"profile": profile, "station": station, "card": card, "order": order, "job": job,
             "campaign": campaign, "kek_rotation": rotation, "slot": slot, "alert": alert}
