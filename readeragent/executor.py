@@ -70,12 +70,22 @@ class StepCheckError(CardError):
     """The card answered, but not what the step expects (a key version, a KVN)."""
 
 
-class _Redactor:
-    """Between the protocol objects and the tracer: while `on`, every exchange is recorded redacted."""
+class KddMismatchError(CardError):
+    """INITIALIZE UPDATE's answer starts with another KDD than the job's card: another chip is in the
+    reader (same UID, different chip), so EXTERNAL AUTHENTICATE is not sent."""
 
-    def __init__(self, tracing: TracingTransport) -> None:
+
+class _Redactor:
+    """Between the protocol objects and the tracer: while `on`, every exchange is recorded redacted.
+
+    With `expect_kdd`, every INITIALIZE UPDATE answer (CLA 8x INS 50, 9000) must start with those
+    10 bytes (GP Card Spec 2.3: the answer's Key Diversification Data) before the host goes on.
+    """
+
+    def __init__(self, tracing: TracingTransport, expect_kdd: bytes | None = None) -> None:
         self.tracing = tracing
         self.on = False
+        self.expect_kdd = expect_kdd
 
     def redact_next(self) -> None:
         self.tracing.redact_next()
@@ -83,7 +93,14 @@ class _Redactor:
     def transmit(self, apdu: bytes) -> bytes:
         if self.on:
             self.tracing.redact_next()
-        return self.tracing.transmit(apdu)
+        answer = self.tracing.transmit(apdu)
+        if self.expect_kdd is not None and len(apdu) >= 2 and apdu[0] & 0xF0 == 0x80 and apdu[1] == 0x50 \
+                and answer[-2:] == b"\x90\x00" and answer[:10] != self.expect_kdd:
+            raise KddMismatchError(f"INITIALIZE UPDATE answered KDD {bytes(answer[:10]).hex().upper()}, the "
+                                   f"job's card has {self.expect_kdd.hex().upper()}: another chip; "
+                                   "EXTERNAL AUTHENTICATE not sent", command="INITIALIZE UPDATE",
+                                   apdu=bytes(apdu[:4]), sw=0x9000)
+        return answer
 
 
 # --- the run of one script ---------------------------------------------------------------------
@@ -452,10 +469,14 @@ def failure_result(envelope: Any, identity: Identity, exc: BaseException, starte
     return protocol.sign_with(document, identity.sign_private_key)
 
 
-def run_steps(steps: list, transport, keys: Mapping[str, bytearray], *, chip_type: str) -> dict:
-    """Run the steps once each on `transport`; the unsigned result fields (state, steps, error, trace)."""
+def run_steps(steps: list, transport, keys: Mapping[str, bytearray], *, chip_type: str,
+              kdd: bytes | None = None) -> dict:
+    """Run the steps once each on `transport`; the unsigned result fields (state, steps, error, trace).
+
+    `kdd`: the job card's GP KDD; an INITIALIZE UPDATE answer with another one stops the script.
+    """
     tracing = TracingTransport(transport)
-    redactor = _Redactor(tracing)
+    redactor = _Redactor(tracing, expect_kdd=kdd)
     run = _Run(redactor, keys, chip_type)
     done: list[dict] = []
     trace: list[dict] = []
@@ -488,6 +509,20 @@ def run_steps(steps: list, transport, keys: Mapping[str, bytearray], *, chip_typ
     finally:
         run.close()
     return {"state": state, "steps": done, "error": error, "trace": trace}
+
+
+def _envelope_kdd(card: Mapping) -> bytes | None:
+    """The job card's KDD (10 bytes) if the envelope names one."""
+    text = card.get("kdd")
+    if text in (None, ""):
+        return None
+    try:
+        kdd = bytes.fromhex(str(text))
+    except ValueError:
+        kdd = b""
+    if len(kdd) != 10:
+        raise protocol.ProtocolError("malformed", "card.kdd must be 10 bytes of hex")
+    return kdd
 
 
 def execute(envelope: Any, transport, *, identity: Identity, ledger: ReplayLedger,
@@ -525,6 +560,7 @@ def execute(envelope: Any, transport, *, identity: Identity, ledger: ReplayLedge
             if card_uid is not None and card_uid.upper() != want:
                 raise protocol.ProtocolError("card", f"the card in the reader ({card_uid.upper()}) is not "
                                              f"the job's card ({want})")
+            kdd = _envelope_kdd(card)
             keys = protocol.open_keys(envelope.get("sealed_keys"), private_key=identity.hpke_private_key,
                                       job_id=job_id, station=station, expires_at=envelope["expires_at"])
         except protocol.ProtocolError as exc:
@@ -536,7 +572,7 @@ def execute(envelope: Any, transport, *, identity: Identity, ledger: ReplayLedge
                                              f"keys: {missing}")
                 return protocol.sign_with(_refused(job_id, station, exc, started), sign)
             outcome = run_steps(envelope["script"]["steps"], transport, keys,
-                                chip_type=str(card.get("chip_type", "")))
+                                chip_type=str(card.get("chip_type", "")), kdd=kdd)
         finally:
             protocol.wipe_keys(keys)
         state = outcome["state"]

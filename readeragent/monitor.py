@@ -4,7 +4,10 @@ Presence comes from SCardGetStatusChange (pcscd tells us, no polling connection)
 presented the monitor connects once, reads the UID with the reader's GET DATA `FF CA 00 00 00`
 (answered by the reader, or by the virtual card behind vpcd), and reports UID, ATR and reader name
 as a signed `cms.station_report` (jobproto.md), with a "chip_type" hint for DESFire cards (their
-GetVersion tells EV1, EV2 and EV3 apart). The CMS answers with a job on `station.<code>`.
+GetVersion tells EV1, EV2 and EV3 apart). A card that is not a DESFire and selects the GP Issuer
+Security Domain is reported as "jcop4" with its "kdd": the Key Diversification Data read by a plain
+GET DATA 'CF' (no secure channel, never INITIALIZE UPDATE, so no card counter moves), which the CMS
+diversifies the ISD keys with. The CMS answers with a job on `station.<code>`.
 """
 from __future__ import annotations
 
@@ -20,6 +23,11 @@ from .identity import Identity
 log = logging.getLogger(__name__)
 
 GET_UID = [0xFF, 0xCA, 0x00, 0x00, 0x00]
+# GP Card Spec 2.3: the Issuer Security Domain (A000000151000000 on JCOP) and GET DATA tag 'CF',
+# Key Diversification Data, answered as the TLV CF 0A <10 bytes>.
+ISD_AID = bytes.fromhex("A000000151000000")
+SELECT_ISD = [0x00, 0xA4, 0x04, 0x00, len(ISD_AID), *ISD_AID, 0x00]
+GET_KDD = [0x80, 0xCA, 0x00, 0xCF, 0x00]
 
 
 class ReaderError(RuntimeError):
@@ -102,8 +110,29 @@ def detect_chip_type(connection) -> str | None:
     return DESFIRE_MAJOR.get(major)
 
 
+def read_kdd(connection) -> str | None:
+    """The KDD of a GP card (SELECT ISD, GET DATA CF), hex upper; None for a card that is not one.
+
+    Plain commands only: no INITIALIZE UPDATE, which would spend a challenge and, on some cards,
+    count towards the authentication lockout. An answer that is not CF 0A <10 bytes> is not used.
+    """
+    from smartcard.Exceptions import CardConnectionException
+
+    try:
+        _, sw1, sw2 = connection.transmit(list(SELECT_ISD))
+        if (sw1, sw2) != (0x90, 0x00) and sw1 != 0x61:  # 61xx: more FCI waiting, which is not needed
+            return None
+        data, sw1, sw2 = connection.transmit(list(GET_KDD))
+    except CardConnectionException:
+        return None
+    data = bytes(data)
+    if (sw1, sw2) != (0x90, 0x00) or len(data) != 12 or data[:2] != b"\xCF\x0A":
+        return None
+    return data[2:].hex().upper()
+
+
 def make_report(identity: Identity, kind: str, reader: str, *, uid: str | None = None,
-                atr: str | None = None, chip_type: str | None = None) -> dict:
+                atr: str | None = None, chip_type: str | None = None, kdd: str | None = None) -> dict:
     report = {"v": 1, "type": kind, "station": identity.station, "reader": reader, "at": int(time.time()),
               "nonce": os.urandom(12).hex()}
     if kind == "heartbeat":
@@ -112,6 +141,8 @@ def make_report(identity: Identity, kind: str, reader: str, *, uid: str | None =
         report.update(uid=uid, atr=atr)
         if chip_type:
             report["chip_type"] = chip_type  # a hint; the CMS keeps what it knows of a registered card
+        if kdd:
+            report["kdd"] = kdd  # a JCOP card's GP KDD: the CMS diversifies its ISD keys from it
     return protocol.sign_with(report, identity.sign_private_key)
 
 
@@ -146,7 +177,7 @@ class CardMonitor(threading.Thread):
             log.warning("could not send %s report: %s", kind, exc.__class__.__name__)
 
     def _presented(self, atr: bytes) -> None:
-        uid = chip_type = None
+        uid = chip_type = kdd = None
         with self.card_lock:
             try:
                 connection = connect(self.reader)
@@ -155,6 +186,9 @@ class CardMonitor(threading.Thread):
             try:
                 uid = read_uid(connection)
                 chip_type = detect_chip_type(connection) if uid is not None else None
+                if uid is not None and chip_type is None:
+                    kdd = read_kdd(connection)
+                    chip_type = "jcop4" if kdd is not None else None
             finally:
                 try:
                     connection.disconnect()
@@ -164,7 +198,7 @@ class CardMonitor(threading.Thread):
         if uid is None:
             log.warning("card in %s did not answer GET DATA FF CA: not reported", self.reader)
             return
-        self._report("card_presented", uid=uid, atr=atr.hex().upper(), chip_type=chip_type)
+        self._report("card_presented", uid=uid, atr=atr.hex().upper(), chip_type=chip_type, kdd=kdd)
 
     def _removed(self) -> None:
         self.status.update(present=False, card=None, atr=None)

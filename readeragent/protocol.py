@@ -7,12 +7,19 @@ Job envelope (the only Celery argument of `station.run_job`)::
 
     {"v": 1, "job_id": "<uuid>", "station": "<code>", "tenant": "<slug>",
      "issued_at": <unix s>, "expires_at": <unix s>,
-     "card": {"uid": "<hex>", "chip_type": "desfire_ev2" | "jcop4" | ...},
+     "card": {"uid": "<hex>", "chip_type": "desfire_ev2" | "jcop4" | ...,
+              "kdd": "<hex>"},                  # optional: a JCOP card's 10-byte KDD, see below
      "script": {"version": 1, "steps": [<step>, ...]},
      "script_digest": "<sha256 hex of canonical(script)>",
      "sealed_keys": "<base64 HPKE ciphertext>",      # key refs -> key bytes, see seal_keys
      "signing_key_version": <int>,                   # CMS Ed25519 key version in Vault Transit
      "signature": "<base64 Ed25519 over canonical(envelope without 'signature')>"}
+
+"card"."kdd" (additive, JCOP cards only) is the GP Key Diversification Data the CMS diversified the
+ISD keys with: the monitor reads it with GET DATA 'CF' (no channel opened) and reports it as "kdd" in
+the signed card_presented report; when the envelope carries it, the agent checks that the first 10
+bytes of every INITIALIZE UPDATE answer equal it and refuses to send EXTERNAL AUTHENTICATE otherwise
+(another chip was swapped in: error kind "KddMismatchError").
 
 Sealed keys are HPKE (X25519, HKDF-SHA256, AES-128-GCM) to the station's enrolled X25519 public
 key; the HPKE `info` binds them to job id, station and expiry, so a blob moved into another job,
