@@ -233,7 +233,7 @@ def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None,
                     else:
                         derived = derive_card_key(master=plain[sources[ref]],
                                                   method=master_version.master.method, uid=card.uid,
-                                                  role=role, key_no=_MKV_KEY_NO[role])
+                                                  kdd=card.kdd, role=role, key_no=_MKV_KEY_NO[role])
                         out[ref] = keystore.KeyBytes(derived)
                         derived[:] = bytes(len(derived))
                 else:
@@ -242,7 +242,7 @@ def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None,
                     if version.policy == KeyPolicy.DIVERSIFIED:
                         derived = derive_card_key(master=plain[sources[ref]],
                                                   method=version.master_version.master.method, uid=card.uid,
-                                                  role=slot.role, key_no=slot.key_no,
+                                                  kdd=card.kdd, role=slot.role, key_no=slot.key_no,
                                                   aid=slot.application.aid if slot.application_id else "")
                         out[ref] = keystore.KeyBytes(derived)
                         derived[:] = bytes(len(derived))

@@ -162,7 +162,7 @@ def key_versions_create_batch(*, slots: Sequence[KeySlot], actor=None,
     with keystore.unwrap(tenant.pk, [source]) as plain:
         for slot, number in plan:
             derived = derive_card_key(master=plain[source], method=master.method, uid=slot.card.uid,
-                                      role=slot.role, key_no=slot.key_no,
+                                      kdd=slot.card.kdd, role=slot.role, key_no=slot.key_no,
                                       aid=slot.application.aid if slot.application_id else "")
             try:
                 check = kcv(derived, scheme_for_role(slot.role))
@@ -368,24 +368,46 @@ def master_key_version_destroy(*, version: MasterKeyVersion, actor=None) -> Mast
 
 # --- Using keys -----------------------------------------------------------------------------------
 
+class DiversificationContextError(KeystoreError):
+    """The card lacks the data a diversification method needs (no guessing, no padding)."""
+
+
+def gp_diversification_context(*, uid: str, kdd: str = "") -> bytes:
+    """The 10 bytes JCOP ISD keys are diversified with: the card's KDD, else a 10-byte UID.
+
+    The KDD (GET DATA 'CF', the first 10 bytes of the INITIALIZE UPDATE answer, GP Card Spec 2.3)
+    is what issuers diversify with; a reader's UID (FF CA) is mostly 7 bytes. A shorter UID is
+    never padded: which padding an issuer used is unknowable, and a wrong guess bricks the card.
+    """
+    if kdd:
+        context = bytes.fromhex(kdd)
+        if len(context) != 10:
+            raise DiversificationContextError(f"the card's KDD is {len(context)} bytes, not 10")
+        return context
+    context = bytes.fromhex(uid)
+    if len(context) != 10:
+        raise DiversificationContextError(
+            f"JCOP key diversification needs the card's 10-byte KDD (GET DATA CF) or a 10-byte UID; "
+            f"the card has a {len(context)}-byte UID and no KDD")
+    return context
+
+
 def derive_card_key(*, master: bytes | bytearray, method: str, uid: str, role: str, key_no: int,
-                    aid: str = "") -> bytearray:
+                    aid: str = "", kdd: str = "") -> bytearray:
     """A card's key from a master key, in memory (the caller wipes it).
 
     AN10922 AES-128 (DESFire): M = UID || AID (3 bytes, 000000 at PICC level) || key number,
     our system's choice of the application note's "UID || AID || system identifier".
-    KDF3 (JCOP ISD): label 1/2/3 for ENC/MAC/DEK, context = the 10-byte UID (seed 002).
+    KDF3 (JCOP ISD): label 1/2/3 for ENC/MAC/DEK, context = the card's 10-byte KDD, else its UID
+    when that is 10 bytes (seed 002; see gp_diversification_context).
     """
-    uid_bytes = bytes.fromhex(uid)
     if method == DiversificationMethod.AN10922:
         aid_bytes = bytes.fromhex(aid) if aid else bytes(3)
-        return kdf.an10922_aes128(master, uid_bytes + aid_bytes + bytes((key_no,)))
+        return kdf.an10922_aes128(master, bytes.fromhex(uid) + aid_bytes + bytes((key_no,)))
     if method == DiversificationMethod.KDF3:
         if role not in KDF3_LABELS:
             raise KeystoreError("KDF3 derives JCOP ISD keys (ENC, MAC, DEK) only")
-        if len(uid_bytes) != 10:
-            raise KeystoreError("KDF3 needs the card's 10-byte UID (KDD)")
-        return kdf.kdf3_jcop(master, KDF3_LABELS[role], uid_bytes)
+        return kdf.kdf3_jcop(master, KDF3_LABELS[role], gp_diversification_context(uid=uid, kdd=kdd))
     raise KeystoreError(f"unknown diversification method {method!r}")
 
 
@@ -427,7 +449,7 @@ def card_keys_unwrap(*, versions: Sequence[KeyVersion], actor=None, job_id: str 
                     s = version.slot
                     derived = derive_card_key(
                         master=plain[refs[version.pk]], method=version.master_version.master.method,
-                        uid=s.card.uid, role=s.role, key_no=s.key_no,
+                        uid=s.card.uid, kdd=s.card.kdd, role=s.role, key_no=s.key_no,
                         aid=s.application.aid if s.application_id else "")
                     out[version.pk] = keystore.KeyBytes(derived)
                     derived[:] = bytes(len(derived))

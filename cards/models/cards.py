@@ -32,6 +32,9 @@ class Card(models.Model):
     tenant = models.ForeignKey("cards.Tenant", on_delete=models.PROTECT, related_name="cards")
     chip_type = models.CharField(max_length=16, choices=ChipType.choices)
     atr = models.CharField(max_length=66, blank=True, validators=[validate_hex])
+    # GP Key Diversification Data (GET DATA 'CF', the first 10 bytes of INITIALIZE UPDATE's answer):
+    # the context JCOP ISD keys are diversified with; blank for DESFire and for cards not yet read.
+    kdd = models.CharField(max_length=20, blank=True, default="", validators=[validate_hex])
     state = models.CharField(max_length=16, choices=CardState.choices, default=CardState.NEW)
     state_reason = models.CharField(max_length=200, blank=True)
     profile = models.ForeignKey("cards.CardProfile", null=True, blank=True, on_delete=models.PROTECT,

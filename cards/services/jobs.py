@@ -45,8 +45,9 @@ from cards.models.orders import JobState, OrderState
 from cards.models.stations import StationStatus
 from cards.validators import normalise_hex, validate_uid
 from keys import campaigns, sealing, signing
-from keys.models import KeyPolicy, KeySlot, KeyVersion, MasterKey, VersionState
+from keys.models import DiversificationMethod, KeyPolicy, KeySlot, KeyVersion, MasterKey, VersionState
 from keys.models_campaigns import RotationCampaign
+from keys.services import DiversificationContextError
 from readeragent import protocol
 
 log = structlog.get_logger(__name__)
@@ -197,15 +198,20 @@ def card_presented(*, station: Station, report: dict) -> dict:
     except ValidationError:
         return _refuse("card.presentation_refused", station, Refused("malformed", "the UID is not 4, 7 or "
                                                                      "10 bytes of hex"))
+    kdd = normalise_hex(str(report.get("kdd") or ""))
+    if kdd and (len(kdd) != 20 or not all(c in "0123456789ABCDEF" for c in kdd)):
+        return _refuse("card.presentation_refused", station,
+                       Refused("malformed", "the KDD is not 10 bytes of hex"), card_uid=uid)
     key = _presentation_key(station, report)
     existing = Job.objects.filter(presentation_key=key).first()
     if existing is not None:
         return {"status": "duplicate", "job": str(existing.id)}
     try:
         job, envelope = _prepare_job(station=station, uid=uid, atr=normalise_hex(str(report.get("atr", ""))),
-                                     chip_hint=report.get("chip_type"), presentation_key=key)
+                                     chip_hint=report.get("chip_type"), presentation_key=key, kdd=kdd)
     except Refused as exc:
-        return _refuse("card.presentation_refused", station, exc, card_uid=uid)
+        action = "card.kdd_changed" if exc.reason == "kdd_changed" else "card.presentation_refused"
+        return _refuse(action, station, exc, card_uid=uid)
     except IntegrityError:
         existing = Job.objects.filter(presentation_key=key).first()
         if existing is None:
@@ -457,9 +463,28 @@ def _expire_stale_jobs(card: Card, events: EventBatch | None = None) -> int:
     return count
 
 
+def _adopt_kdd(card: Card, kdd: str) -> None:
+    """Check a known card's reported KDD against the stored one; store a first one when it is safe.
+
+    A different KDD under the same UID is another chip (a swapped or cloned card): refused. A card
+    registered before its KDD was read keeps diversifying from its UID once it holds a KDF3 key from
+    it (adopting the KDD would change every key the CMS derives for it).
+    """
+    if not kdd or card.kdd == kdd:
+        return
+    if card.kdd:
+        raise Refused("kdd_changed", f"the card reports KDD {kdd} but was registered with KDD {card.kdd}: "
+                                     "another chip under the same UID; nothing sent")
+    if not KeyVersion.objects.filter(slot__card=card, policy=KeyPolicy.DIVERSIFIED,
+                                     master_version__master__method=DiversificationMethod.KDF3) \
+            .exclude(state=VersionState.DESTROYED).exists():
+        card.kdd = kdd
+        card.save(update_fields=["kdd", "updated_at"])
+
+
 @transaction.atomic
 def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentation_key: str,
-                 resumes: Job | None = None) -> tuple[Job | None, dict | None]:
+                 resumes: Job | None = None, kdd: str = "") -> tuple[Job | None, dict | None]:
     # Every event of the job (registration, key versions, unwrap, creation) is appended in one batch at
     # the end of this transaction: one chain-head lock instead of one per event.
     with EventBatch() as events:
@@ -469,6 +494,7 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
                 raise Refused("tenant", "the card belongs to another tenant than the station")
             if card.state in REFUSED_CARD_STATES:
                 raise Refused("card_state", f"the card is {card.state}: a person must release it first")
+            _adopt_kdd(card, kdd)
             _expire_stale_jobs(card, events)
             if card.jobs.filter(state__in=OPEN_JOB_STATES).exists():
                 raise Refused("busy", "the card already has a job in progress")
@@ -485,7 +511,7 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
         new_card = card is None
         if card is None:
             card = Card(tenant_id=station.tenant_id, uid=uid, chip_type=_chip_type(chip_hint, None, order),
-                        atr=atr[:66], profile=profile)
+                        atr=atr[:66], profile=profile, kdd=kdd)
             # the tenant and profile rows are the station's and the order's (no lookups), and the UID's
             # uniqueness is the database's (an IntegrityError here is a concurrent presentation)
             card.full_clean(exclude=["tenant", "profile"], validate_unique=False)
@@ -501,6 +527,9 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
             return _plan_and_send(station=station, card=card, order=order, profile=profile, uid=uid, atr=atr,
                                   presentation_key=presentation_key, resumes=resumes, fresh=fresh,
                                   events=events)
+        except DiversificationContextError as exc:
+            # no guess, no padding: no job is made and the card row is not kept (atomic)
+            raise Refused("diversification", str(exc)) from None
         finally:
             protocol.wipe_keys(fresh)
 
@@ -561,6 +590,14 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
     return job, envelope
 
 
+def _envelope_card(card: Card) -> dict:
+    """The card the job is for; a JCOP card's KDD lets the agent check INITIALIZE UPDATE's answer."""
+    out = {"uid": card.uid, "chip_type": card.chip_type}
+    if card.kdd:
+        out["kdd"] = card.kdd
+    return out
+
+
 def _seal_and_sign(job: Job, card: Card, station: Station, plan: Plan, fresh: dict[str, bytearray],
                    events: EventBatch | None = None) -> dict:
     issued_at = int(time.time())
@@ -571,7 +608,7 @@ def _seal_and_sign(job: Job, card: Card, station: Station, plan: Plan, fresh: di
                                           job_id=str(job.id), station=station.code, expires_at=expires_at)
     envelope = {"v": protocol.PROTOCOL_VERSION, "job_id": str(job.id), "station": station.code,
                 "tenant": card.tenant.slug, "issued_at": issued_at, "expires_at": expires_at,
-                "card": {"uid": card.uid, "chip_type": card.chip_type}, "script": plan.script,
+                "card": _envelope_card(card), "script": plan.script,
                 "script_digest": protocol.script_digest(plan.script), "sealed_keys": sealed}
     return signing.sign_document(envelope)
 
