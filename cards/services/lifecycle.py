@@ -1,6 +1,7 @@
-"""Card lifecycle after provisioning: suspend, resume, revoke with a reason; each change audited."""
+"""Card lifecycle after provisioning: suspend, resume, revoke with a reason, replace; each change audited."""
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 from django.conf import settings
@@ -8,9 +9,11 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
-from cards.models import Card
+from cards.models import Card, Order
 from cards.models.cards import CardState
 from cards.services.audit_log import record
+from cards.services.orders import order_create
+from cards.validators import normalise_hex, validate_uid
 from cms.scoping import ensure_allowed
 
 
@@ -69,3 +72,29 @@ def card_revoke(*, actor, card: Card, reason: str) -> Card:
         .update(state=VersionState.RETIRED, retired_at=now, grace_until=grace_until)
     return _move(card, CardState.REVOKED, reason, actor=actor, action="card.revoked",
                  details={"key_versions_retired": retired, "keys_destroyed_after": grace_until.isoformat()})
+
+
+@transaction.atomic
+def card_replace(*, actor, card: Card, new_uid: str, reason: str) -> Order:
+    """The old card is revoked (its keys retired, destroyed after the grace period) and an order naming the
+    new card's UID, with the old card's profile, is placed: the new card gets that profile the first time
+    it is presented at any of the tenant's stations. Both steps are audited, or neither happens."""
+    new_uid = normalise_hex(new_uid or "")
+    try:
+        validate_uid(new_uid)
+    except ValidationError as exc:
+        raise ValidationError({"new_uid": exc.messages}) from None
+    if Card.objects.filter(uid=new_uid).exists():
+        raise ValidationError({"new_uid": [f"card {new_uid} is already known; a replacement must be a new "
+                                           "card"]})
+    ensure_allowed(card, actor, "manage")
+    if card.profile_id is None:
+        raise ValidationError({"profile": [f"card {card.uid} has no profile for its replacement to inherit"]})
+    old = card_revoke(actor=actor, card=card, reason=reason)
+    key = f"replace:{old.uid}:{new_uid}"
+    order, _ = order_create(actor=actor, tenant=old.tenant, idempotency_key=key,
+                            fingerprint=hashlib.sha256(key.encode()).hexdigest(), profile=old.profile,
+                            uids=[new_uid])
+    record("card.replaced", actor=actor, tenant=old.tenant, card_uid=new_uid,
+           details={"replaces": old.uid, "reason": reason, "profile": str(old.profile), "order": order.pk})
+    return order

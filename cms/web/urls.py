@@ -26,6 +26,7 @@ urlpatterns = [
     path("cards/<int:pk>/suspend/", cards.card_suspend, name="card_suspend"),
     path("cards/<int:pk>/resume/", cards.card_resume, name="card_resume"),
     path("cards/<int:pk>/revoke/", cards.card_revoke, name="card_revoke"),
+    path("cards/<int:pk>/replace/", cards.card_replace, name="card_replace"),
     path("audit/", audit.audit, name="audit"),
     path("audit/export.<str:fmt>", audit.audit_export, name="audit_export"),
     path("audit/verify/", audit.audit_verify, name="audit_verify"),

@@ -17,6 +17,7 @@ OBJECT_FOR = {
     "profile": "profile", "profile_plan": "profile", "station_approve": "station",
     "station_revoke": "station", "order": "order",
     "job": "job", "card": "card", "card_suspend": "card", "card_resume": "card", "card_revoke": "card",
+    "card_replace": "card",
     "campaign": "campaign", "campaign_approve": "campaign", "campaign_start": "campaign",
     "campaign_pause": "campaign", "campaign_resume": "campaign", "campaign_rollback": "campaign",
     "campaign_cancel": "campaign", "kek_approve": "kek_rotation", "alert_ack": "alert",
@@ -25,7 +26,8 @@ OTHER_PARAMS = {"audit_export": {"fmt": "csv"}}
 # What only acme's pages would show: none of it may reach an admin of globex.
 ACME_MARKERS = ["04A1B2C3D4E5F6", "acme-secret-campaign", "acme-line-1", "acme"]
 # Which role (in the current tenant) each page needs: manage pages are for admins, audit for admin/auditor.
-MANAGE = {"station_approve", "station_revoke", "card_suspend", "card_resume", "card_revoke", "campaigns",
+MANAGE = {"station_approve", "station_revoke", "card_suspend", "card_resume", "card_revoke", "card_replace",
+          "campaigns",
           "kek", "kek_approve", "alert_ack"} | {name for name in OBJECT_FOR if name.startswith("campaign")}
 AUDIT = {"audit", "audit_export", "audit_verify", "alerts"}
 

@@ -151,7 +151,7 @@ def card_detail(request, pk: int):
     return render(request, "web/card_detail.html", {
         "card": card, "slots": key_slot_list(actor=request.user, card_uid=card.uid),
         "jobs": job_list(actor=request.user, card_uid=card.uid)[:50], "history": history,
-        "suspend_form": SuspendForm(), "revoke_form": RevokeCardForm()})
+        "suspend_form": SuspendForm(), "revoke_form": RevokeCardForm(), "replace_form": ReplaceCardForm()})
 
 
 def _card_action(request, pk: int, action):
@@ -195,6 +195,27 @@ def card_revoke(request, pk: int):
     return _card_action(request, pk, lambda card: (
         lifecycle.card_revoke(actor=request.user, card=card, reason=form.cleaned_data["reason"]),
         messages.success(request, f"Card {card.uid} revoked ({form.cleaned_data['reason']}).")))
+
+
+class ReplaceCardForm(RevokeCardForm):
+    new_uid = forms.CharField(max_length=20, label="New card UID")
+
+
+@page("manage")
+@require_POST
+@reauth_required
+def card_replace(request, pk: int):
+    form = ReplaceCardForm(request.POST)
+    if not form.is_valid():
+        card = get_object_or_404(card_list(actor=request.user), pk=pk)
+        messages.error(request, "; ".join(f"{field}: {' '.join(errors)}"
+                                          for field, errors in form.errors.items()))
+        return redirect("web:card", pk=card.pk)
+    data = form.cleaned_data
+    return _card_action(request, pk, lambda card: (
+        lifecycle.card_replace(actor=request.user, card=card, new_uid=data["new_uid"], reason=data["reason"]),
+        messages.success(request, f"Card {card.uid} revoked ({data['reason']}); card "
+                                  f"{data['new_uid'].upper()} gets profile {card.profile} when presented.")))
 
 
 class PlanForm(forms.Form):
