@@ -159,16 +159,23 @@ def test_desfire_order_to_active_ledger(cms_stack, enrolled_station, pcsc_card, 
     assert change_keys and all(e["redacted"] and "redacted" in e["apdu_hex"] for e in change_keys)
 
 
-def test_jcop4_order_to_active_ledger(cms_stack, enrolled_station, pcsc_card):
+@pytest.mark.parametrize("uid_size", [7, 10])
+def test_jcop4_order_to_active_ledger(cms_stack, enrolled_station, pcsc_card, uid_size):
     from cardsim.jcop import JCOP4Card
 
-    # Seed 002: the ISD keys are KDF3-diversified with the card's 10-byte UID as context (a triple-size
-    # ISO 14443 UID); the CMS refuses to diversify from a shorter one.
-    card = JCOP4Card(seed=secrets.token_hex(4), uid=bytes.fromhex("04") + secrets.token_bytes(9))
+    # Seed 002: the ISD keys are KDF3-diversified with 10 bytes of context: the card's KDD, which the
+    # agent's monitor reads with GET DATA CF (GP Card Spec 2.3), so the default 7-byte-UID card works;
+    # a triple-size 10-byte UID is the second case (its KDD still wins).
+    extra = {} if uid_size == 7 else {"uid": bytes.fromhex("04") + secrets.token_bytes(9)}
+    card = JCOP4Card(seed=secrets.token_hex(4), **extra)
+    assert len(card.identity.uid) == uid_size
     uid = card.identity.uid.hex().upper()
     job, detail, reader, home = _run_card(cms_stack, enrolled_station, pcsc_card, card, "fob", uid)
 
     assert job["state"] == "succeeded", detail
+    kdd = cms_stack.shell("import json; from cards.models import Card; "
+                          f"print('E2E ' + json.dumps(Card.objects.get(uid={uid!r}).kdd))")
+    assert kdd == card.identity.kdd.hex().upper(), kdd  # the monitor's GET DATA CF reached the CMS
     ledger = cms_stack.shell(LEDGER.replace("@UID@", repr(uid)))
     assert sorted(role for role, *_ in ledger) == ["isd_dek", "isd_enc", "isd_mac"]
     assert all(state == "active" for *_, state in ledger), ledger
