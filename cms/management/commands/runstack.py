@@ -111,6 +111,12 @@ class Command(BaseCommand):
                else "of this machine, reused")
         self.say(f"demo: pcscd {how} with vpcd readers {pcscd.readers}")
         ports = free_ports(pcscd, len(demo.CARDS))
+        deadline = time.monotonic() + 60  # other users of a shared pcscd (test sessions) free theirs soon
+        if not ports:
+            self.say(f"demo: waiting for {len(demo.CARDS)} free vpcd readers (other cards hold them)")
+        while not ports and time.monotonic() < deadline:
+            time.sleep(1)
+            ports = free_ports(pcscd, len(demo.CARDS))
         if not ports:
             self.say(f"demo skipped: fewer than {len(demo.CARDS)} free vpcd readers (other cards hold them)")
             return []
