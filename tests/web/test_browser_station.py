@@ -5,8 +5,9 @@ stack (`manage.py runstack`: OpenBao, gunicorn, Celery worker and beat, private 
 Two admins run a key rotation campaign from the browser (the creator cannot approve it; the second admin
 confirms their password first), the card is presented at the station (taken out of the reader and put back)
 and the campaign page, refreshing itself, shows it rotated; the rollback re-keys it back to its old keys at
-the next presentation; revoked in the browser, the card is refused at the station. Screenshots go to
-test-artifacts/screenshots/station-*.png.
+the next presentation; revoked in the browser, the card is refused at the station. A card replaced in the
+browser is refused too, and its replacement gets its profile the first time it is put in the reader.
+Screenshots go to test-artifacts/screenshots/station-*.png.
 """
 from __future__ import annotations
 
@@ -227,6 +228,68 @@ def test_campaign_through_the_virtual_station_rollback_and_revoked_card_refused(
         assert "card.presentation_refused" in carol.inner_text("main")
         assert len(_jobs(stack, uid)) == 3  # provisioning, rotation, re-key back; none for the refusal
         assert {ins: card.ins_counts.get(ins, 0) for ins in key_commands} == before
+    finally:
+        stop(agent)
+        print((home / "agent.log").read_text(errors="replace")[-3000:])
+
+
+def _swap(reader, card) -> None:
+    """Take the card in the reader out and put another one in (the same reader, as at a real station)."""
+    reader.bridge.remove()
+    reader.bridge.card = reader.card = card
+    time.sleep(2.5)
+    reader.bridge.insert()
+
+
+def test_replaced_card_is_revoked_and_its_replacement_gets_the_profile_at_the_station(
+        stack, enrolled_station, pcsc_card, chromium):  # noqa: F811 - the imported fixture
+    code, station_id, home = enrolled_station
+    old, new = DESFireCard("ev2", picc_key_type="des"), DESFireCard("ev2", picc_key_type="des")
+    old_uid, new_uid = old.uid.hex().upper(), new.uid.hex().upper()
+    _order(stack, "campus", station_id, old_uid)
+    reader = pcsc_card(old, connect=False)
+    agent = agent_process(home, reader.reader, stack.broker)
+    try:
+        wait_started(agent, home / "agent.log")
+        assert _wait_job(stack, old_uid)["state"] == "succeeded"
+
+        alice = _page(chromium, stack.url)
+        _login(alice, "alice")
+        alice.wait_for_selector("h1:has-text('Dashboard')")
+        alice.click("nav >> text=Cards")
+        alice.click(f"text={old_uid}")
+
+        def fill():
+            alice.fill("#replace-form input[name=new_uid]", new_uid.lower())
+            alice.select_option("#replace-form select[name=reason]", "damaged")
+
+        _press(alice, "#replace-form button[type=submit]", fill)
+        alice.wait_for_selector("#card-state:has-text('revoked')")
+        assert "damaged" in alice.inner_text("#card-state")
+        assert f"{new_uid} gets profile campus" in alice.inner_text("main")
+        _shot(alice, "station-card-replaced")
+
+        # the new card at the station: provisioned with the old card's profile, no MES order needed
+        _swap(reader, new)
+        assert _wait_job(stack, new_uid)["state"] == "succeeded"
+        assert [k["version"] for k in new.keys_held()["f0d001"]] == [1, 1, 1]
+        alice.click("nav >> text=Cards")
+        alice.click(f"text={new_uid}")
+        alice.wait_for_selector("#card-state:has-text('active')")
+        body = alice.inner_text("main")
+        assert "profile campus" in body and "card.replaced" in body and old_uid in body
+        _shot(alice, "station-replacement-card")
+
+        # the old card back at the station: refused, nothing reaches it
+        def authentications() -> int:  # DESFire authenticate of every kind
+            return sum(old.ins_counts.get(ins, 0) for ins in (0x0A, 0x1A, 0xAA, 0x71, 0x77))
+
+        before = authentications()
+        _swap(reader, old)
+        alice.goto(f"/audit/?action=card.presentation_refused&card_uid={old_uid}")
+        assert "revoked" in _reload_until(alice, "main table", r"card\.presentation_refused", timeout=60)
+        _shot(alice, "station-replaced-card-refused")
+        assert len(_jobs(stack, old_uid)) == 1 and authentications() == before
     finally:
         stop(agent)
         print((home / "agent.log").read_text(errors="replace")[-3000:])
