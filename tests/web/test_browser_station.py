@@ -51,6 +51,22 @@ rows = KeyVersion.objects.filter(slot__card__uid=@UID@, slot__role="app_key").se
 print("E2E " + json.dumps(sorted([r.slot.key_no, r.number, r.state, r.kcv] for r in rows)))
 """
 
+NEW_CMK_MASTER_VERSION = """
+import json
+from keys import services
+from keys.models import MasterKey
+version = services.master_key_version_create(master=MasterKey.objects.get(tenant__slug="demo",
+                                             name="cmk-master"))
+print("E2E " + json.dumps({"pk": version.pk, "number": version.number}))
+"""
+
+CMK_KCVS = """
+import json
+from keys.models import KeyVersion
+rows = KeyVersion.objects.filter(slot__card__uid=@UID@, slot__role="cmk")
+print("E2E " + json.dumps(sorted([r.number, r.state, r.kcv] for r in rows)))
+"""
+
 
 @pytest.fixture(scope="module")
 def stack(request):
@@ -291,6 +307,67 @@ def test_replaced_card_is_revoked_and_its_replacement_gets_the_profile_at_the_st
         assert "revoked" in _reload_until(alice, "main table", r"card\.presentation_refused", timeout=60)
         _shot(alice, "station-replaced-card-refused")
         assert len(_jobs(stack, old_uid)) == 1 and authentications() == before
+    finally:
+        stop(agent)
+        print((home / "agent.log").read_text(errors="replace")[-3000:])
+
+
+def test_card_master_key_campaign_to_a_new_master_version_and_back(
+        stack, enrolled_station, pcsc_card, chromium):  # noqa: F811 - the imported fixture
+    """The PICC master key (diversified from cmk-master) moves to a new master key version when the card is
+    presented, and back to the old one after the rollback."""
+    code, station_id, home = enrolled_station
+    card = DESFireCard("ev2", picc_key_type="des")
+    uid = card.uid.hex().upper()
+    _order(stack, "campus", station_id, uid)
+    reader = pcsc_card(card, connect=False)
+    agent = agent_process(home, reader.reader, stack.broker)
+    try:
+        wait_started(agent, home / "agent.log")
+        assert _wait_job(stack, uid)["state"] == "succeeded"
+        [(_, _, original_kcv)] = stack.shell(CMK_KCVS.replace("@UID@", repr(uid)))
+        master = stack.shell(NEW_CMK_MASTER_VERSION)
+
+        alice = _page(chromium, stack.url)
+        _login(alice, "alice")
+        alice.wait_for_selector("h1:has-text('Dashboard')")
+        alice.click("nav >> text=Key rotation")
+        alice.fill("#id_name", f"cmk-{uid}")
+        alice.check("input[name=roles][value=cmk]")
+        alice.select_option("#id_target", "master_version")
+        alice.select_option("#id_master_version", str(master["pk"]))
+        alice.fill("#id_batch_size", "10")
+        alice.fill("#id_grace_days", "7")
+        with alice.expect_navigation():
+            alice.click("#campaign-form button[type=submit]")
+        alice.wait_for_selector("#campaign-state:has-text('Awaiting')")
+        campaign_url = alice.url
+        carol = _page(chromium, stack.url)
+        _login(carol, "carol")
+        carol.goto(campaign_url)
+        _press(carol, "#approve")
+        carol.wait_for_selector("#campaign-state:has-text('Approved')")
+        _press(carol, "#start")
+        carol.wait_for_selector("#campaign-state:has-text('running')")
+        _reload_until(carol, "#progress", r"waiting for batch 0")  # every pending version created
+
+        _present(reader)
+        carol.wait_for_selector("#progress:has-text('rotated 1')", timeout=90_000)
+        _shot(carol, "station-cmk-campaign-rotated")
+        ledger = stack.shell(CMK_KCVS.replace("@UID@", repr(uid)))
+        [(number, new_kcv)] = [(n, kcv) for n, state, kcv in ledger if state == "active"]
+        assert number == 2 and new_kcv != original_kcv, ledger
+        assert card.keys_held()["000000"][0]["family"] == "aes"
+
+        _press(carol, "#rollback")
+        carol.wait_for_selector("#campaign-state:has-text('Rolled back')")
+        assert "re-key back 1" in carol.inner_text("#progress")
+        _present(reader)
+        carol.wait_for_selector("#progress:has-text('restored 1')", timeout=90_000)
+        _shot(carol, "station-cmk-campaign-restored")
+        ledger = stack.shell(CMK_KCVS.replace("@UID@", repr(uid)))
+        assert [kcv for _, state, kcv in ledger if state == "active"] == [original_kcv], ledger
+        assert [j["state"] for j in _jobs(stack, uid)] == ["succeeded"] * 3
     finally:
         stop(agent)
         print((home / "agent.log").read_text(errors="replace")[-3000:])
