@@ -194,7 +194,9 @@ def compile_plan(card, profile, ledger: Ledger) -> Plan:
     plan = Plan(chip_family=family, uid=card.uid, chip_type=card.chip_type)
     specs = slot_specs(spec)
     builder = _Builder(plan, ledger, specs)
-    if ledger.probe_required:
+    # A listing can leave creates unknown after a probe succeeded (an application listed present whose files
+    # the same job could not list yet): list again before any create, never take a 91DE for success.
+    if ledger.probe_required or (family == "desfire" and ledger.unknown_creates):
         plan.probe = True
         (_probe_jcop if family == "jcop" else _probe_desfire)(builder, spec, specs)
         return plan
