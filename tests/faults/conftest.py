@@ -1,0 +1,32 @@
+"""Fault-injection fixtures: the e2e stack (runstack on its own private Redis) with short job timers, so a
+job whose agent died is swept in seconds rather than minutes: CMS_JOB_TTL_SECONDS 5, the CMS task time
+limit 6 s (the sweep waits expiry + time limit), the beat sweep every 2 s."""
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e import stack as stack_module
+from tests.e2e.conftest import enrolled_station  # noqa: F401 - the fixture, on this folder's cms_stack
+from tests.e2e.station import start_redis, stop
+from tests.e2e.test_pipeline import SETUP
+
+FAST = {"CMS_JOB_TTL_SECONDS": "5", "CELERY_TASK_TIME_LIMIT": "6", "CELERY_TASK_SOFT_TIME_LIMIT": "5",
+        "CMS_JOB_SWEEP_SECONDS": "2"}
+
+
+@pytest.fixture(scope="module")
+def cms_stack(tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    base_env = stack_module._base_env
+    patch.setattr(stack_module, "_base_env", lambda: {**base_env(), **FAST})
+    broker, redis_process = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        stack = stack_module.start_stack(tmp_path_factory.mktemp("stack") / "instance", broker)
+        try:
+            stack.data = stack.shell(SETUP)
+            yield stack
+        finally:
+            stack_module.stop_stack(stack)
+    finally:
+        stop(redis_process)
+        patch.undo()

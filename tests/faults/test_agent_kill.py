@@ -1,0 +1,190 @@
+"""SIGKILL the reader agent at every step of a DESFire job (issue 6, fault matrix), end to end.
+
+For each step of the DESFire profile's job, a factory-fresh card is ordered and presented; the virtual
+card SIGKILLs the agent process right after executing the last APDU of that step (the card changed, the
+answer never reached anyone, no result is sent). Then, with real runstack/Redis/OpenBao/pcscd:
+- the job ends in a named state: failed with error kind NoResult once the expiry sweep runs, and the card
+  is flagged for a probe when the job had key changes or creates;
+- the agent restarted gets the killed job again (visibility timeout 3 s) and refuses it (replay/expired):
+  no APDU of it reaches the card;
+- put back, the card is probed and resumed until its ledger is whole: one active version per key slot,
+  none lost or duplicated, and the card holds exactly those versions;
+- no authentication with a wrong key ever reaches the card (counted on the virtual card: 91AE answers).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from cardsim.desfire import DESFireCard
+from tests.e2e.station import agent_process, stop, wait_started
+from tests.e2e.test_pipeline import AID, LEDGER, _api, _order
+from tests.support.proof import record
+
+pytestmark = [pytest.mark.pcsc, pytest.mark.vault, pytest.mark.slow, pytest.mark.xdist_group("pcsc")]
+OPEN = ("created", "dispatched", "running", "pending")
+
+
+class KillingCard(DESFireCard):
+    """Counts a job's APDUs (after the agent's GET DATA FF CA, as tests/e2e/test_removal.py does) and
+    SIGKILLs `victim` after executing the `kill_at`-th; counts authentications refused (91AE)."""
+
+    kill_at: int | None = None
+    victim: int | None = None
+    killed = False
+    _counting = False
+    _seen = 0
+    job_apdus = 0
+    wrong_key_auths = 0
+
+    def transmit(self, apdu: bytes) -> bytes:
+        kill = False
+        if apdu[:2] == b"\xff\xca":
+            self._counting, self._seen = True, 0
+        elif self._counting and apdu[1] == 0x60 and self._seen == 0:
+            self._counting = False  # the monitor's GetVersion, not a job
+        elif self._counting:
+            self._seen += 1
+            self.job_apdus = self._seen
+            kill = self.kill_at is not None and self._seen == self.kill_at
+        answer = super().transmit(apdu)
+        if answer[-2:] == b"\x91\xae":
+            self.wrong_key_auths += 1
+        if kill and self.victim is not None:
+            self.kill_at = None
+            os.kill(self.victim, signal.SIGKILL)
+            self.killed = True
+        return answer
+
+
+def _jobs(stack, uid):
+    body = _api(stack, "GET", "jobs/", params={"card_uid": uid}).json()
+    return body["results"] if isinstance(body, dict) else body
+
+
+def _card(stack, uid):
+    body = _api(stack, "GET", "cards/", params={"uid": uid}).json()
+    rows = body["results"] if isinstance(body, dict) else body
+    return next(c for c in rows if c["uid"] == uid)
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise TimeoutError(what)
+
+
+def _whole(card) -> bool:
+    held = card.keys_held()
+    return [k["version"] for k in held.get(AID.lower(), [])] == [1, 1, 1] \
+        and held["000000"][0]["family"] == "aes"
+
+
+def test_agent_sigkilled_at_every_step_of_a_desfire_job(cms_stack, enrolled_station, pcsc_card, monkeypatch):
+    monkeypatch.setenv("CMS_AGENT_VISIBILITY_S", "3")
+    code, station_id, home = enrolled_station
+    card = KillingCard("ev2", picc_key_type="des")
+    reader = pcsc_card(card, connect=False)
+    reader.bridge.remove()
+    log = home / "agent.log"
+
+    def start_agent():
+        agent = agent_process(home, reader.reader, cms_stack.broker, log=log)
+        wait_started(agent, log)
+        card.victim = agent.pid
+        return agent
+
+    # a clean run: which APDU ends each step (the job trace names the step of every TX)
+    card.load_state(DESFireCard("ev2", picc_key_type="des").to_state())
+    uid = card.uid.hex().upper()
+    _order(cms_stack, "campus", station_id, uid)
+    agent = start_agent()
+    try:
+        time.sleep(2.2)
+        reader.bridge.insert()
+        job = _wait(lambda: [j for j in _jobs(cms_stack, uid) if j["state"] not in OPEN], 60, "clean run")[0]
+        assert job["state"] == "succeeded", job
+        trace = _api(cms_stack, "GET", f"jobs/{job['id']}/").json()["trace"]
+        steps = [e["step"] for e in trace if e["direction"] == "TX"]
+        assert len(steps) == card.job_apdus, (len(steps), card.job_apdus)
+        # step -> index (1-based) of its last APDU
+        ends = {step: i + 1 for i, step in enumerate(steps)}
+        reader.bridge.remove()
+    finally:
+        stop(agent)
+
+    outcomes = {}
+    only = os.environ.get("FAULT_STEPS")  # e.g. "0,12" to rerun chosen steps while debugging
+    for step, kill_at in sorted(ends.items()):
+        if only and str(step) not in only.split(","):
+            continue
+        time.sleep(2.2)
+        card.load_state(DESFireCard("ev2", picc_key_type="des").to_state())
+        card.wrong_key_auths, card.killed = 0, False
+        uid = card.uid.hex().upper()
+        _order(cms_stack, "campus", station_id, uid)
+        card.kill_at = kill_at
+        agent = start_agent()
+        reader.bridge.insert()
+        _wait(lambda agent=agent: agent.poll() is not None, 60, f"step {step}: the agent was not killed")
+        assert card.killed
+        apdus_at_kill = card.apdu_count
+        first = _wait(lambda uid=uid: [j for j in _jobs(cms_stack, uid) if j["state"] not in OPEN], 60,
+                      f"step {step}: the killed job was never closed")[-1]
+        flagged = _card(cms_stack, uid)["probe_required"]
+        reader.bridge.remove()
+        # restarted: the killed job comes back from the broker and is refused; the card is put back
+        agent = start_agent()
+        try:
+            time.sleep(4)  # the unacked copy is restored and refused before the card is back
+            assert card.apdu_count == apdus_at_kill, f"step {step}: the redelivered job reached the card"
+            presentations = 1
+            while True:
+                time.sleep(2.2)
+                reader.bridge.insert()
+                presentations += 1
+
+                def settled(uid=uid, count=presentations):
+                    jobs = _jobs(cms_stack, uid)
+                    return None if any(j["state"] in OPEN for j in jobs) or len(jobs) < count else jobs
+                jobs = _wait(settled, 60, f"step {step}: jobs did not settle")
+                ledger = cms_stack.shell(LEDGER.replace("@UID@", repr(uid)))
+                done = len(ledger) == 4 and all(state == "active" for *_, state in ledger)
+                # a failed probe is a way of learning (a SelectApplication answered 91A0: never created),
+                # anything else failing stops here
+                learning = (jobs[0].get("error") or {}).get("sw") == "91A0"
+                if done or presentations > 5 or (jobs[0]["state"] != "succeeded" and not learning):
+                    break
+                reader.bridge.remove()
+            reader.bridge.remove()
+        finally:
+            stop(agent)
+        error = first.get("error") or {}
+        outcomes[step] = {"kill_at_apdu": kill_at, "first": (first["state"], error.get("kind")),
+                          "probe_flagged": flagged, "states": [j["state"] for j in reversed(jobs)],
+                          "errors": [j.get("error") for j in reversed(jobs)],
+                          "ledger": ledger, "whole": _whole(card), "wrong_key_auths": card.wrong_key_auths}
+    print(outcomes)
+    if os.environ.get("FAULT_DEBUG"):
+        for j in _jobs(cms_stack, uid):
+            d = _api(cms_stack, "GET", f"jobs/{j['id']}/").json()
+            print("JOB", j["state"], {k: v for k, v in d.items() if k not in ("trace",)})
+    failures = {s: o for s, o in outcomes.items()
+                if o["first"] != ("failed", "NoResult") or o["states"][-1] != "succeeded" or not o["whole"]
+                or o["wrong_key_auths"] or len(o["ledger"]) != 4
+                or len({(r, k) for r, k, *_ in o["ledger"]}) != 4
+                or not all(st == "active" and n == 1 for _, _, n, st in o["ledger"])}
+    record("fault_agent_sigkill_desfire", {
+        "cases": len(outcomes), "faults_injected": len(outcomes), "failures_found": len(failures),
+        "recovered": sum(1 for o in outcomes.values() if o["whole"]),
+        "wrong_key_authentications": sum(o["wrong_key_auths"] for o in outcomes.values()),
+        "cases_detail": [f"step {s}: {o}" for s, o in outcomes.items()]})
+    assert only or len(outcomes) == len(ends) >= 5
+    assert not failures, failures
