@@ -1,6 +1,6 @@
 """A tear during a backup-file write (issue 6): the card's data is old or new, never a mix.
 
-The host (cardproto.desfire) writes a DESFire backup data file longer than one frame and commits, on the
+The host (cardproto.desfire) writes a 40-byte DESFire backup data file (its whole size) and commits, on the
 virtual card (cardsim.desfire), in every comm mode and for EV2 and EV1 secure messaging. The field drops
 (1) before the card executes each APDU of authenticate + WriteData + CommitTransaction, (2) after it
 executed each of them (the answer lost), and (3) half-way through programming the write (the card's
