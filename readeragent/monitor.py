@@ -58,20 +58,46 @@ def pick_reader(wanted: str | None) -> str:
     return matches[0]
 
 
-def connect(reader_name: str):
-    """A pyscard connection to the card in `reader_name` (raises ReaderError when there is none)."""
+def connect(reader_name: str, *, reset_on_close: bool = False):
+    """A pyscard connection to the card in `reader_name` (raises ReaderError when there is none).
+
+    pyscard's default disposition is SCARD_UNPOWER_CARD: every disconnect powered the card down, and
+    pcscd's power cycle under the next client was seen as a transaction failure. The monitor's reads
+    leave the card as it is; a job's connection resets it on close (its secure sessions end with it).
+    """
     from smartcard.Exceptions import CardConnectionException, NoCardException
+    from smartcard.scard import SCARD_LEAVE_CARD, SCARD_RESET_CARD
     from smartcard.System import readers
 
     for reader in readers():
         if str(reader) == reader_name:
             connection = reader.createConnection()
             try:
-                connection.connect()
+                connection.connect(disposition=SCARD_RESET_CARD if reset_on_close else SCARD_LEAVE_CARD)
             except (NoCardException, CardConnectionException) as exc:
                 raise ReaderError(f"no card in {reader_name}: {exc.__class__.__name__}") from None
             return connection
     raise ReaderError(f"reader {reader_name!r} is gone")
+
+
+PRESENT_READ_ATTEMPTS = 4
+PRESENT_READ_PAUSE_S = 0.3
+
+
+def reader_has_card(reader_name: str) -> bool:
+    """pcscd says a card is in `reader_name` (no connection, nothing sent to the card)."""
+    from smartcard import scard
+
+    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hresult != scard.SCARD_S_SUCCESS:
+        return False
+    try:
+        hresult, states = scard.SCardGetStatusChange(context, 0, [(reader_name, scard.SCARD_STATE_UNAWARE)])
+        if hresult != scard.SCARD_S_SUCCESS:
+            return False
+        return bool(states[0][1] & scard.SCARD_STATE_PRESENT)
+    finally:
+        scard.SCardReleaseContext(context)
 
 
 def read_uid(connection) -> str | None:
@@ -178,22 +204,32 @@ class CardMonitor(threading.Thread):
 
     def _presented(self, atr: bytes) -> None:
         uid = chip_type = kdd = None
-        with self.card_lock:
-            try:
-                connection = connect(self.reader)
-            except ReaderError:
-                return
-            try:
-                uid = read_uid(connection)
-                chip_type = detect_chip_type(connection) if uid is not None else None
-                if uid is not None and chip_type is None:
-                    kdd = read_kdd(connection)
-                    chip_type = "jcop4" if kdd is not None else None
-            finally:
+        # pcscd may still be powering a just-inserted card up when we connect ("Transaction failed"):
+        # the UID read is a plain GET DATA (no authentication, nothing on the card changes), so a card
+        # still in the reader is read again rather than left unreported until it is pulled and put back.
+        for attempt in range(PRESENT_READ_ATTEMPTS):
+            if attempt:
+                if self.stopping.wait(PRESENT_READ_PAUSE_S) or not reader_has_card(self.reader):
+                    break
+            with self.card_lock:
                 try:
-                    connection.disconnect()
-                except Exception:  # noqa: S110 - the card may be gone already
-                    pass
+                    connection = connect(self.reader)
+                except ReaderError:
+                    continue
+                try:
+                    uid = read_uid(connection)
+                    chip_type = detect_chip_type(connection) if uid is not None else None
+                    if uid is not None and chip_type is None:
+                        kdd = read_kdd(connection)
+                        chip_type = "jcop4" if kdd is not None else None
+                finally:
+                    try:
+                        connection.disconnect()
+                    except Exception:  # noqa: S110 - the card may be gone already
+                        pass
+            if uid is not None:
+                break
+            log.info("card in %s: UID read %d of %d failed", self.reader, attempt + 1, PRESENT_READ_ATTEMPTS)
         self.status.update(present=True, card=uid, atr=atr.hex().upper())
         if uid is None:
             log.warning("card in %s did not answer GET DATA FF CA: not reported", self.reader)

@@ -73,20 +73,26 @@ class Agent:
             return self.card_source()
         from cardproto.transport import PyscardTransport
 
-        try:
-            connection = monitor.connect(self.reader) if self.reader is not None else None
-        except monitor.ReaderError:
+        connection, uid = None, None
+        # Like the monitor: a UID read that fails while pcscd powers the card up is read again (a plain
+        # GET DATA, nothing on the card changes); without a UID the job is refused as another card's.
+        for attempt in range(monitor.PRESENT_READ_ATTEMPTS if self.reader is not None else 0):
+            if attempt:
+                time.sleep(monitor.PRESENT_READ_PAUSE_S)
+            try:
+                connection = monitor.connect(self.reader, reset_on_close=True)
+            except monitor.ReaderError:
+                connection = None
+                continue
+            uid = monitor.read_uid(connection)
+            if uid is not None:
+                break
+            log.info("card in %s: UID read %d failed before the job", self.reader, attempt + 1)
+            _disconnect(connection)
             connection = None
         if connection is None:
             return _NoCard(), "", lambda: None
-
-        def close() -> None:
-            try:
-                connection.disconnect()
-            except Exception:  # noqa: S110 - the card may have left
-                pass
-
-        return PyscardTransport(connection), monitor.read_uid(connection) or "", close
+        return PyscardTransport(connection), uid, lambda: _disconnect(connection)
 
     def run_on_reader(self, envelope) -> dict:
         """Read the UID of the card in the reader and execute; no card refuses the job (reason card)."""
@@ -115,6 +121,13 @@ class Agent:
         self.send(JOB_RESULT, result)
         log.info("job %s: %s, %s steps done", result.get("job_id"), result["state"], result["steps_done"])
         return result
+
+
+def _disconnect(connection) -> None:
+    try:
+        connection.disconnect()
+    except Exception:  # noqa: S110 - the card may have left
+        pass
 
 
 class _NoCard:
