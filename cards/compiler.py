@@ -32,7 +32,9 @@ INITIAL_APP_KEY_SETTINGS = 0x0F
 FACTORY_PICC_KEY_SETTINGS = 0x0F
 FREE_ACCESS = 14
 DEFAULT_ISD_AID = "A000000151000000"
-SECURED = 0x0F  # GP card life cycle state
+SECURED = 0x0F  # GP card life cycle states (GP 2.3 table 11-5)
+CARD_LOCKED = 0x7F
+LIFE_CYCLE_OPS = frozenset({"gp.store_data", "gp.set_status", "gp.lock_card"})
 ISD_SLOTS = (("isd.enc", "isd_enc", 1, "enc"), ("isd.mac", "isd_mac", 2, "mac"),
              ("isd.dek", "isd_dek", 3, "dek"))
 AUTH_OPS = frozenset({"desfire.authenticate", "gp.open_scp03", "gp.open_scp02"})
@@ -80,6 +82,9 @@ class Ledger:
     in_flight: set[str] = field(default_factory=set)  # slot labels whose key change was never confirmed
     # create units (app.<AID>.create, app.<AID>.file.<n>.create) sent without an answer: done or not?
     unknown_creates: set[str] = field(default_factory=set)
+    # JCOP store_data.* / secure / lock units sent without an answer, until a life cycle probe settles them
+    unknown_life_cycle: set[str] = field(default_factory=set)
+    life_cycle: int | None = None  # the card life cycle the latest life cycle probe read
     probe_required: bool = False
 
 
@@ -165,7 +170,7 @@ class _Builder:
         self.plan.steps.append(step)
 
     def done(self, unit: str) -> bool:
-        return unit in self.ledger.done
+        return unit in self.ledger.done or _life_cycle_proves(self.ledger.life_cycle, unit)
 
     def wants_change(self, label: str) -> bool:
         """No active version yet, or a newer pending one (a rotation) the card must get."""
@@ -199,6 +204,13 @@ def compile_plan(card, profile, ledger: Ledger) -> Plan:
     if ledger.probe_required or (family == "desfire" and ledger.unknown_creates):
         plan.probe = True
         (_probe_jcop if family == "jcop" else _probe_desfire)(builder, spec, specs)
+        return plan
+    if family == "jcop" and ledger.unknown_life_cycle \
+            and all(label in ledger.active for label, *_ in ISD_SLOTS):
+        # STORE DATA / SET STATUS sent without an answer: re-sending them to a SECURED or locked card
+        # gets 6985 forever, so read the life cycle first (with the active, confirmed keys only)
+        plan.probe = True
+        _probe_jcop_life_cycle(builder, spec)
         return plan
     (_compile_jcop if family == "jcop" else _compile_desfire)(builder, spec, specs)
     return plan
@@ -545,3 +557,25 @@ def _probe_jcop(b: _Builder, spec: dict, specs: list[SlotSpec]) -> None:
           expect_kvn=isd_kvn(isd["new_keys"]["kvn"], max(pending) if pending else 1))
     for label, *_ in ISD_SLOTS:
         b.plan.holds[label] = "unknown: transport keys or the pending keys"
+
+
+def _life_cycle_proves(life_cycle: int | None, unit: str) -> bool:
+    """What a card life cycle read proves done. Our plan puts every STORE DATA before SET STATUS
+    SECURED (see _compile_jcop), and SECURED -> CARD_LOCKED is the only way to CARD_LOCKED (GP 2.3
+    5.1), so a SECURED card got its STORE DATA and a locked one was secured first."""
+    if life_cycle is None:
+        return False
+    if unit == "secure" or unit.startswith("store_data."):
+        return life_cycle in (SECURED, CARD_LOCKED)
+    return unit == "lock" and life_cycle == CARD_LOCKED
+
+
+def _probe_jcop_life_cycle(b: _Builder, spec: dict) -> None:
+    """GET STATUS P1=80 (GP 2.3 11.4) in a channel opened with the ACTIVE keys: never a guessed key."""
+    isd_aid, open_op, level = _isd_fields(spec["isd"])
+    keys = {name: b.ledger.active[label].ref for label, _, _, name in ISD_SLOTS}
+    number = max(b.ledger.active[label].number for label, *_ in ISD_SLOTS)
+    kvn = isd_kvn(spec["isd"]["new_keys"]["kvn"], number)
+    b.add("select", aid=isd_aid)
+    b.add(open_op, keys=keys, kvn=kvn, security_level=level)
+    b.add("gp.get_status", label="probe.life_cycle", scope="isd")

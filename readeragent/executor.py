@@ -346,6 +346,23 @@ def _gp_key_information(run: _Run, step: Mapping) -> dict:
     return observed
 
 
+def _gp_get_status(run: _Run, step: Mapping) -> dict:
+    """The life cycle probe: the card's answer is the observation; the CMS decides what it proves.
+    An authenticated ISD refusing GET STATUS with 6985 is reported as such, not as a failure (a
+    CARD_LOCKED card refuses everything but unlock / terminate, GP 2.3 5.1.1.4)."""
+    scope = _choice(STATUS_SCOPES, step["scope"], "scope")
+    try:
+        entries = gp.get_status(_secure(run, "gp.get_status"), scope)
+    except StatusWordError as exc:
+        if exc.sw != 0x6985:
+            raise
+        return {"refused_sw": "6985"}
+    observed: dict = {"entries": len(entries)}
+    if scope == gp.StatusScope.ISD and entries:
+        observed["life_cycle"] = entries[0].life_cycle
+    return observed
+
+
 def _gp_store_data(run: _Run, step: Mapping) -> dict:
     dgi = step["dgi"]
     dgi_tag = int(dgi, 16) if isinstance(dgi, str) else dgi
@@ -394,6 +411,7 @@ HANDLERS: dict[str, Callable[[_Run, Mapping], dict | None]] = {
     "gp.put_key": _gp_put_key,
     "gp.delete_key": _gp_delete_key,
     "gp.key_information": _gp_key_information,
+    "gp.get_status": _gp_get_status,
     "gp.store_data": _gp_store_data,
     "gp.install": _gp_install,
     "gp.delete": _gp_delete,

@@ -55,6 +55,8 @@ Additions used by the CMS side (cards/compiler.py, cards/services/jobs.py); all 
   labelled "probe.<slot>" ("probe.picc.0", "probe.app.F0A001.0", "probe.isd").
 - "observed" of a probe step: desfire.get_key_version -> {"key_version": <int the card answered>};
   gp.key_information -> {"kvns": [<every key version number the card lists>]};
+  gp.get_status (scope "isd", in an open secure channel) -> {"life_cycle": <the ISD's = the card's
+  life cycle byte, GP 2.3 11.4>} or {"refused_sw": "6985"} when the authenticated card refuses it;
   desfire.get_application_ids -> {"aids": [<each AID's 3 wire bytes as one big-endian int>]}
   (0xF0A001 for the step field "F0A001"); desfire.get_file_ids -> {"file_ids": [<file numbers>]}.
   Both list without authentication when the key settings allow free directory listing (bit 1 of
@@ -117,6 +119,7 @@ STEP_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "gp.put_key": (frozenset({"keys", "kvn"}), frozenset({"replace_kvn"})),
     "gp.delete_key": (frozenset({"kvn"}), frozenset({"key_id"})),
     "gp.key_information": (frozenset(), frozenset({"expect_kvn"})),
+    "gp.get_status": (frozenset({"scope"}), frozenset()),
     "gp.store_data": (frozenset({"dgi", "data_hex"}), frozenset({"redact"})),
     "gp.install": (frozenset({"package_aid", "module_aid", "aid"}),
                    frozenset({"privileges_hex", "params_hex"})),

@@ -30,8 +30,10 @@ from audit.services import EventBatch, record_event
 from cardproto.sw import describe
 from cards.compiler import (
     AUTH_OPS,
+    CARD_LOCKED,
     CREATE_OPS,
     ISD_SLOTS,
+    LIFE_CYCLE_OPS,
     Held,
     Ledger,
     Plan,
@@ -76,7 +78,7 @@ STEP_ACTIONS = {
     "desfire.get_key_version": "card.probed", "gp.key_information": "card.probed",
     "desfire.get_application_ids": "card.probed", "desfire.get_file_ids": "card.probed",
 }
-LISTING_OPS = frozenset({"desfire.get_application_ids", "desfire.get_file_ids"})
+LISTING_OPS = frozenset({"desfire.get_application_ids", "desfire.get_file_ids", "gp.get_status"})
 
 
 class Refused(Exception):
@@ -357,6 +359,8 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
                                         if i in version_labels)
                 if step.get("op") in CREATE_OPS and step.get("label"):
                     unknown.add(step["label"])
+                if step.get("op") in LIFE_CYCLE_OPS and step.get("label"):
+                    ledger.unknown_life_cycle.add(step["label"])
             continue
         for entry in (job.result or {}).get("steps", []):
             index = entry.get("index")
@@ -366,6 +370,10 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
             if entry.get("status") == "done" and step.get("label"):
                 ledger.done.add(step["label"])
                 _settle_creates(step, entry.get("observed") or {}, unknown, ledger.done)
+                if step["label"] == "probe.life_cycle":
+                    _settle_life_cycle(ledger, entry.get("observed") or {})
+            if entry.get("status") == "in_flight" and step.get("op") in LIFE_CYCLE_OPS and step.get("label"):
+                ledger.unknown_life_cycle.add(step["label"])
             if entry.get("status") == "in_flight":
                 for version_id in _confirmed_ids(step.get("confirms")):
                     if version_id in version_labels:
@@ -375,12 +383,16 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
         failed = steps[at] if isinstance(at, int) and 0 <= at < len(steps) else {}
         if failed.get("op") in CREATE_OPS and failed.get("label") and error.get("kind") in NOT_A_CARD_ANSWER:
             unknown.add(failed["label"])  # sent, no answer: the card may have created it
+        if failed.get("op") in LIFE_CYCLE_OPS and failed.get("label") \
+                and error.get("kind") in NOT_A_CARD_ANSWER:
+            ledger.unknown_life_cycle.add(failed["label"])
         if _is_probe(job.script) and failed.get("op") == "desfire.select_application" \
                 and str(error.get("sw", "")).upper() == APPLICATION_NOT_FOUND:
             absent_aids.add(str(failed.get("aid", "")).upper())  # never created: its keys are the defaults
     ledger.in_flight = {label for label in ledger.in_flight
                         if not any(label.startswith(f"app.{aid}.") for aid in absent_aids)}
     ledger.unknown_creates = unknown - ledger.done
+    ledger.unknown_life_cycle -= ledger.done
     return ledger
 
 
@@ -402,6 +414,18 @@ def _settle_creates(step: dict, observed: dict, unknown: set[str], done: set[str
             unknown.discard(unit)
             if int(unit.split(".")[3]) in observed["file_ids"]:
                 done.add(unit)
+
+
+def _settle_life_cycle(ledger: Ledger, observed: dict) -> None:
+    """A life cycle probe answers every lost STORE DATA / SET STATUS before it: the compiler skips what
+    the life cycle proves done and sends the rest again. An authenticated ISD refusing GET STATUS with
+    6985 is taken as CARD_LOCKED, the one state in which it refuses it (GP 2.3 5.1.1.4)."""
+    life_cycle = observed.get("life_cycle")
+    if observed.get("refused_sw") == "6985":
+        life_cycle = CARD_LOCKED
+    if isinstance(life_cycle, int) and not isinstance(life_cycle, bool):
+        ledger.life_cycle = life_cycle
+        ledger.unknown_life_cycle.clear()
 
 
 def _confirmed_ids(confirms) -> list[int]:
@@ -700,6 +724,12 @@ def job_result_handle(result: dict) -> dict:
             raise Refused("station", "the result names another station than the job's")
         _verify_station_signature(result, station, "result")
         _check_result_shape(result)
+        if result["state"] == JobState.REFUSED and (result.get("error") or {}).get("reason") == "replay":
+            # The station refused a second copy of a job it had already received (a redelivery): that
+            # says nothing of the job. Taken as the job's outcome it raced the first copy's result (two
+            # CMS worker processes) and, first in, finished a job the card had run as "refused".
+            raise Refused("replay_copy", f"the station refused a copy of job {job.id} it had already "
+                                         "received; the first copy's result (or the expiry) decides the job")
         if station.status != StationStatus.APPROVED:
             raise Refused("station", f"station {station.code} is {station.status}")
         with transaction.atomic(), EventBatch() as events:
