@@ -79,6 +79,10 @@ def start_stack(instance_dir: Path, broker: str, timeout: float = 180) -> Stack:
     log = instance_dir.parent / "stack.log"
     env = _base_env()
     env.update(CMS_INSTANCE_DIR=str(instance_dir), REDIS_URL=broker, PYTHONUNBUFFERED="1")
+    # Sealed keys live 30 s by default; on this shared 2-core machine (load 5-10) a job can wait longer
+    # than that for the agent to start and take it, and then ends "refused" (expired) for no product
+    # reason. The end-to-end tests prove the flow, not the TTL (tests/faults runs short job timers).
+    env.setdefault("CMS_JOB_TTL_SECONDS", "180")
     process = subprocess.Popen([sys.executable, "manage.py", "runstack", "--port", str(port),
                                 "--vault-port", str(vault_port), "--no-demo"], cwd=ROOT, env=env,
                                stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115

@@ -215,7 +215,10 @@ def test_redelivered_job_writes_the_card_once(cms_stack, enrolled_station, pcsc_
     try:
         wait_started(agent, home / "agent.log")
         job = _wait_job(cms_stack, uid)
-        assert job["state"] == "succeeded"
+        if job["state"] != "succeeded":
+            detail = _api(cms_stack, "GET", f"jobs/{job['id']}/").json()
+            agent_log = (home / "agent.log").read_text(errors="replace")[-4000:]
+            pytest.fail(f"{detail}\n--- agent.log ---\n{agent_log}\n--- stack.log ---\n{cms_stack.tail()}")
         deadline = time.monotonic() + 30
         while client.llen(queue) and time.monotonic() < deadline:
             time.sleep(0.2)

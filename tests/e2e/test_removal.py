@@ -50,14 +50,22 @@ def _jobs(stack, uid):
     return body["results"] if isinstance(body, dict) else body
 
 
-def _wait(predicate, timeout, what):
+def _wait(predicate, timeout, what, context=lambda: ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.3)
-    raise TimeoutError(what)
+    raise TimeoutError(f"{what}\n{context()}")
+
+
+def _context(stack, home, uid):
+    """What to read when a wait fails: the card's jobs, the agent's log and the CMS stack's log."""
+    agent_log = (home / "agent.log").read_text(errors="replace") if (home / "agent.log").exists() else ""
+    jobs = [{k: j.get(k) for k in ("id", "state", "error", "created_at")} for j in _jobs(stack, uid)]
+    return (f"jobs of {uid}: {jobs}\n--- agent.log ({home / 'agent.log'}) ---\n{agent_log[-4000:]}\n"
+            f"--- stack.log ({stack.log}) ---\n{stack.tail(4000)}")
 
 
 OPEN = ("created", "dispatched", "running", "pending")
@@ -83,7 +91,8 @@ def test_removal_at_every_apdu_of_the_desfire_flow(cms_stack, enrolled_station, 
             card.pull_at = index
             reader.bridge.insert()
             first = _wait(lambda uid=uid: [j for j in _jobs(cms_stack, uid) if j["state"] not in OPEN],
-                          60, f"index {index}: no job finished")[-1]
+                          60, f"index {index}: no job finished",
+                          lambda uid=uid: _context(cms_stack, home, uid))[-1]
             if index is None:
                 assert first["state"] == "succeeded", first
                 job_apdus = card.job_apdus
@@ -101,7 +110,8 @@ def test_removal_at_every_apdu_of_the_desfire_flow(cms_stack, enrolled_station, 
                     if any(j["state"] in OPEN for j in jobs) or len(jobs) < count:
                         return None
                     return jobs
-                jobs = _wait(settled, 60, f"index {index}: jobs did not settle")
+                jobs = _wait(settled, 60, f"index {index}: jobs did not settle",
+                             lambda uid=uid: _context(cms_stack, home, uid))
                 if jobs[0]["state"] != "succeeded" or presentations > 4:
                     break
                 ledger = cms_stack.shell(LEDGER.replace("@UID@", repr(uid)))
