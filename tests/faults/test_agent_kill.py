@@ -125,11 +125,7 @@ def _wait(predicate, timeout, what):
 # executed (steps 6 and 7 of 8): the probe confirms the keys, the resume sends STORE DATA / SET STATUS
 # again to a card already SECURED / LOCKED and gets 6985 on every presentation (the CMS does not read the
 # card's life cycle before resuming). strict: this turns red once the resume reads the life cycle.
-KNOWN_JCOP = pytest.mark.xfail(strict=True, reason="JCOP resume after a lost SET STATUS: 6985 forever "
-                               "(steps 6, 7): the CMS does not probe the card life cycle")
-
-
-@pytest.mark.parametrize("family", [pytest.param("desfire"), pytest.param("jcop", marks=KNOWN_JCOP)])
+@pytest.mark.parametrize("family", ["desfire", "jcop"])
 def test_agent_sigkilled_at_every_step_of_a_job(cms_stack, enrolled_station, pcsc_card, monkeypatch, family):
     monkeypatch.setenv("CMS_AGENT_VISIBILITY_S", "3")
     profile, fresh, make, slots, whole = FAMILIES[family]
