@@ -218,6 +218,7 @@ if PRODUCTION and not (VAULT_TOKEN or (VAULT_ROLE_ID and VAULT_SECRET_ID)):
 # --- Provisioning ------------------------------------------------------------------------
 # Seconds a job's sealed keys stay valid; seed 002 suggests 5 for a station on the factory floor.
 CMS_JOB_TTL_SECONDS = envint("CMS_JOB_TTL_SECONDS", "30")
+CMS_JOB_MAX_DELIVERIES = envint("CMS_JOB_MAX_DELIVERIES", "3")
 # Vault Transit Ed25519 key that signs jobs; empty: "<VAULT_PREFIX>-job-signing" (inside the CMS policy).
 CMS_JOB_SIGNING_KEY = env("CMS_JOB_SIGNING_KEY")
 KEY_GRACE_PERIOD_DAYS = envint("KEY_GRACE_PERIOD_DAYS", "30")

@@ -65,6 +65,7 @@ AUTH_FAILURE_KINDS = frozenset({"AuthenticationError", "AuthenticationRejectedEr
                                 "CryptogramMismatchError", "KcvMismatchError"})
 NOT_A_CARD_ANSWER = frozenset({"CardRemovedError", "TransportError"})
 NO_RESULT = "NoResult"  # error kind of a job that expired without a result
+POISON = "poison"  # error kind of a job delivered more than CMS_JOB_MAX_DELIVERIES times, never finished
 APPLICATION_NOT_FOUND = "91A0"
 STEP_ACTIONS = {
     "desfire.authenticate": "card.authenticated", "gp.open_scp03": "card.authenticated",
@@ -351,7 +352,7 @@ def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
     for job in card.jobs.filter(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED]) \
             .order_by("created_at"):
         steps = (job.script or {}).get("steps", [])
-        if (job.error or {}).get("kind") == NO_RESULT:
+        if (job.error or {}).get("kind") in (NO_RESULT, POISON):
             # the job may have run without its result ever arriving: every key change it carried is
             # unknown until a probe says otherwise
             for step in steps:
@@ -472,12 +473,15 @@ def _expire_stale_jobs(card: Card, events: EventBatch | None = None) -> int:
     limit = _stale_before()
     count = 0
     for job in card.jobs.select_for_update().filter(state__in=OPEN_JOB_STATES, created_at__lt=limit):
+        if job.deliveries > settings.CMS_JOB_MAX_DELIVERIES:
+            _poison(job, card, events)
+            count += 1
+            continue
         job.move_to(JobState.FAILED)
         job.error = {"kind": NO_RESULT, "message": "no result arrived before the job's expiry"}
         job.finished_at = timezone.now()
         job.save(update_fields=["state", "error", "finished_at", "updated_at"])
-        sent_key_changes = any(s.get("confirms") or s.get("op") in CREATE_OPS
-                               for s in (job.script or {}).get("steps", []))
+        sent_key_changes = _sent_key_changes(job)
         if sent_key_changes:
             card.probe_required = True
             card.save(update_fields=["probe_required", "updated_at"])
@@ -485,6 +489,30 @@ def _expire_stale_jobs(card: Card, events: EventBatch | None = None) -> int:
                        details={"probe_required": sent_key_changes}, events=events)
         count += 1
     return count
+
+
+def _sent_key_changes(job: Job) -> bool:
+    return any(s.get("confirms") or s.get("op") in CREATE_OPS for s in (job.script or {}).get("steps", []))
+
+
+def _poison(job: Job, card: Card, events: EventBatch | None) -> None:
+    """A job delivered more than CMS_JOB_MAX_DELIVERIES times without ever finishing (each copy crashes
+    the agent, or the agent refuses it as a replay): it fails `poison` and the card is quarantined, so
+    no new copy goes out until a person has looked (no endless loop). What it may have done is unknown:
+    the card is probed once released."""
+    job.move_to(JobState.FAILED)
+    job.error = {"kind": POISON, "message": f"delivered {job.deliveries} times without a result "
+                                            f"(CMS_JOB_MAX_DELIVERIES {settings.CMS_JOB_MAX_DELIVERIES})"}
+    job.finished_at = timezone.now()
+    job.save(update_fields=["state", "error", "finished_at", "deliveries", "updated_at"])
+    card.state = CardState.QUARANTINED
+    card.state_reason = f"poison job {job.id}: delivered {job.deliveries} times, never finished"[:200]
+    card.probe_required = card.probe_required or _sent_key_changes(job)
+    card.save(update_fields=["state", "state_reason", "probe_required", "updated_at"])
+    _station_event("job.poisoned", job.station, job_id=str(job.id), card_uid=card.uid, result="failure",
+                   details={"deliveries": job.deliveries}, events=events)
+    _station_event("card.quarantined", job.station, job_id=str(job.id), card_uid=card.uid, result="failure",
+                   details={"reason": card.state_reason, "kind": POISON}, events=events)
 
 
 def _adopt_kdd(card: Card, kdd: str) -> None:
@@ -608,7 +636,9 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
     envelope = _seal_and_sign(job, card, station, plan, fresh, events)
     job.move_to(JobState.DISPATCHED)
     job.dispatched_at = timezone.now()
-    job.deliveries = 1
+    # a job resuming one that never finished is the same work delivered again: the count carries over
+    job.deliveries = 1 + (resumes.deliveries if resumes is not None and resumes.state == JobState.FAILED
+                          and (resumes.error or {}).get("kind") == NO_RESULT else 0)
     job.save(update_fields=["state", "dispatched_at", "deliveries", "updated_at"])
     transaction.on_commit(lambda: dispatch(station.queue, envelope))
     return job, envelope
@@ -728,6 +758,9 @@ def job_result_handle(result: dict) -> dict:
             # The station refused a second copy of a job it had already received (a redelivery): that
             # says nothing of the job. Taken as the job's outcome it raced the first copy's result (two
             # CMS worker processes) and, first in, finished a job the card had run as "refused".
+            poisoned = _count_redelivery(job.pk)
+            if poisoned:
+                return poisoned
             raise Refused("replay_copy", f"the station refused a copy of job {job.id} it had already "
                                          "received; the first copy's result (or the expiry) decides the job")
         if station.status != StationStatus.APPROVED:
@@ -751,6 +784,22 @@ def job_result_handle(result: dict) -> dict:
             outcome["next_job"] = str(follow.id) if follow else None
     outcome.pop("follow_up", None)
     return outcome
+
+
+def _count_redelivery(job_pk) -> dict | None:
+    """A copy the station refused as a replay is one more delivery of a job that has not finished."""
+    with transaction.atomic(), EventBatch() as events:
+        job = Job.objects.select_for_update(of=("self",)).select_related("station").get(pk=job_pk)
+        if job.state not in OPEN_JOB_STATES:
+            return None
+        job.deliveries += 1
+        if job.deliveries <= settings.CMS_JOB_MAX_DELIVERIES:
+            job.save(update_fields=["deliveries", "updated_at"])
+            return None
+        card = Card.objects.select_for_update().get(pk=job.card_id)
+        _poison(job, card, events)
+    return {"status": "recorded", "job": str(job.id), "state": job.state, "quarantined": True,
+            "error": job.error}
 
 
 def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
