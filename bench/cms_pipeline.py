@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -45,18 +44,6 @@ SPEC = {
                    "size": 16, "initial_data_hex": "0102"}]}]}
 
 
-def _free_port_pair() -> int:
-    while True:
-        with socket.socket() as first, socket.socket() as second:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cards", type=int, default=200)
@@ -69,7 +56,7 @@ def main() -> None:
     from cms import localvault
 
     with tempfile.TemporaryDirectory(prefix="bench-cms-") as folder:
-        instance = localvault.up(Path(folder) / "openbao", port=_free_port_pair(), quiet=True)
+        instance = localvault.up(Path(folder) / "openbao", port=localvault.free_port_pair(), quiet=True)
         database = None
         try:
             env = {"VAULT_ADDR": instance.addr, "VAULT_TOKEN": instance.cms_token(),

@@ -15,25 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def _free_port_pair() -> int:
-    while True:
-        with socket.socket() as first, socket.socket() as second:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
 
 
 def main() -> None:
@@ -49,7 +36,7 @@ def main() -> None:
     from cms import localvault
 
     with tempfile.TemporaryDirectory(prefix="bench-openbao-") as folder:
-        instance = localvault.up(folder, port=_free_port_pair(), quiet=True)
+        instance = localvault.up(folder, port=localvault.free_port_pair(), quiet=True)
         try:
             os.environ.update(VAULT_ADDR=instance.addr, VAULT_TOKEN=instance.cms_token(),
                               DJANGO_SETTINGS_MODULE="cms.settings", LOG_LEVEL="WARNING")

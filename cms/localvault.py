@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +44,23 @@ CMS_TOKEN_PERIOD = "768h"
 
 class LocalVaultError(RuntimeError):
     """The local OpenBao could not be started, initialised, unsealed or configured."""
+
+
+def free_port_pair() -> int:
+    """A port p with p+1 also free (OpenBao's raft cluster listener binds port + 1)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if port >= 65535:
+                continue
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return port
+    raise LocalVaultError("no free port pair for OpenBao")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ unseals it afterwards.
 """
 from __future__ import annotations
 
-import socket
 import uuid
 from dataclasses import dataclass
 
@@ -20,22 +19,7 @@ import pytest
 
 from cms import localvault
 
-
-def _free_port_pair() -> int:
-    """A port p with p+1 also free (OpenBao's raft cluster listener binds port + 1)."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port pair for OpenBao")
+_free_port_pair = localvault.free_port_pair  # tests import it under this name
 
 
 @dataclass
