@@ -19,19 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def free_port(pair: bool = False) -> int:
     """A free TCP port (with the next one free too if `pair`: OpenBao's cluster listener)."""
-    for _ in range(100):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if not pair:
-                return port
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
+    from cms import localvault
+
+    if pair:
+        return localvault.free_port_pair()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _base_env() -> dict[str, str]:
