@@ -1,8 +1,9 @@
 """Runs one signed job envelope against the card in the reader and returns the signed result.
 
 Order of checks (nothing touches the card before all pass): envelope signature with the CMS key
-version it names, station, expiry, script digest and vocabulary (`protocol.check_envelope`); the
-replay ledger (a job id runs at most once on this station); the card in the reader is the card of
+version it names, station, script digest and vocabulary (`protocol.check_envelope`); the replay
+ledger (a job id runs at most once on this station: one atomic claim, before the expiry, so a copy
+of a job already run is a replay, never an expiry); the expiry; the card in the reader is the card of
 the job (UID); the sealed keys open for this job, station and expiry; every key ref the script names
 is in the sealed map. Any failure there gives a signed result with state "refused" and a reason.
 
@@ -543,21 +544,28 @@ def _envelope_kdd(card: Mapping) -> bytes | None:
     return kdd
 
 
-def execute(envelope: Any, transport, *, identity: Identity, ledger: ReplayLedger,
-            card_uid: str | None = None, now: float | None = None) -> dict:
-    """Check, run and sign one job. `card_uid` is the UID read from the card in the reader (hex)."""
+def admit(envelope: Any, *, identity: Identity, ledger: ReplayLedger,
+          now: float | None = None) -> dict | None:
+    """The checks that need no card, in this order: the envelope is authentic and whole (signature with the
+    CMS key version it names, station, script digest and vocabulary); the replay ledger claims the job id
+    (atomic across processes sharing the agent home), checking the expiry of a job id it never saw.
+
+    None when the job is admitted: it is claimed as running, and the caller runs it (`execute` with
+    `admitted=True`) or records how it ended (`ledger.finish`). Otherwise the signed refusal. The ledger
+    comes before the expiry: a copy of a job this station already received is a replay whatever the time
+    (taken as "expired" it ended at the CMS a job whose first copy had changed the card).
+    """
     started = time.time()
     station = identity.station
     job_id = envelope.get("job_id") if isinstance(envelope, Mapping) else None
     sign = identity.sign_private_key
-
     try:
         version = envelope.get("signing_key_version") if isinstance(envelope, Mapping) else None
         cms_key = identity.cms_public_key(version) if isinstance(version, int) else None
         if cms_key is None:
             raise protocol.ProtocolError("signature", f"job signed with CMS key version {version!r}; this "
                                          f"station knows versions {sorted(identity.cms_signing_keys)}")
-        protocol.check_envelope(envelope, station=station, cms_public_key=cms_key, now=now)
+        protocol.check_envelope(envelope, station=station, cms_public_key=cms_key, now=now, expiry=False)
         if not isinstance(job_id, str) or not job_id:
             raise protocol.ProtocolError("malformed", "job_id must be a non-empty string")
         if len(envelope["script"]["steps"]) > MAX_STEPS:
@@ -566,10 +574,32 @@ def execute(envelope: Any, transport, *, identity: Identity, ledger: ReplayLedge
         return protocol.sign_with(_refused(job_id, station, exc, started), sign)
 
     card = envelope.get("card") if isinstance(envelope.get("card"), Mapping) else {}
-    if not ledger.claim(job_id, card_uid=str(card.get("uid", "")), expires_at=envelope["expires_at"]):
+    try:
+        claimed = ledger.claim(job_id, card_uid=str(card.get("uid", "")), expires_at=envelope["expires_at"],
+                               check=lambda: protocol.check_expiry(envelope, now))
+    except protocol.ProtocolError as exc:  # expired, and never received before: nothing recorded
+        return protocol.sign_with(_refused(job_id, station, exc, started), sign)
+    if not claimed:
         exc = protocol.ProtocolError("replay", f"job {job_id} was already received by this station "
                                      f"(state {ledger.state(job_id)}); not run again")
         return protocol.sign_with(_refused(job_id, station, exc, started), sign)
+    return None
+
+
+def execute(envelope: Any, transport, *, identity: Identity, ledger: ReplayLedger,
+            card_uid: str | None = None, now: float | None = None, admitted: bool = False) -> dict:
+    """Check, run and sign one job. `card_uid` is the UID read from the card in the reader (hex).
+
+    `admitted`: `admit` already passed for this envelope (the job is claimed in the ledger)."""
+    if not admitted:
+        refusal = admit(envelope, identity=identity, ledger=ledger, now=now)
+        if refusal is not None:
+            return refusal
+    started = time.time()
+    station = identity.station
+    job_id = envelope["job_id"]
+    sign = identity.sign_private_key
+    card = envelope.get("card") if isinstance(envelope.get("card"), Mapping) else {}
 
     state = "refused"
     try:

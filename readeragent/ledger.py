@@ -1,15 +1,17 @@
 """The station's replay ledger: every job id it has accepted, so no job runs twice on this station.
 
 Celery delivers at least once and a broker copy can be replayed; the CMS's state machine is one
-guard, this SQLite file in the agent home is the station's own. A job id is claimed (one INSERT,
-atomic) before the card is touched; a second claim of the same id fails whatever the first one's
-outcome, because a job that died mid-card must be probed by the CMS, not repeated.
+guard, this SQLite file in the agent home is the station's own. A job id is claimed (one write
+transaction, atomic across agent processes sharing the home) before the card is touched; a second
+claim of the same id fails whatever the first one's outcome, because a job that died mid-card must
+be probed by the CMS, not repeated.
 """
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 LEDGER_FILE = "jobs.sqlite3"
@@ -30,16 +32,30 @@ class ReplayLedger:
         Path(home).mkdir(parents=True, exist_ok=True, mode=0o700)
         return cls(Path(home) / LEDGER_FILE)
 
-    def claim(self, job_id: str, *, card_uid: str = "", expires_at: int | None = None) -> bool:
-        """True if this job id was never seen here (it is now recorded as running)."""
+    def claim(self, job_id: str, *, card_uid: str = "", expires_at: int | None = None,
+              check: Callable[[], None] | None = None) -> bool:
+        """True if this job id was never seen here (it is now recorded as running); False for a replay.
+
+        Atomic across processes sharing the file: one write transaction (BEGIN IMMEDIATE: SQLite's
+        RESERVED lock, so a second process's claim waits) looks the id up, runs `check` and inserts.
+        A replay is answered before `check`; if `check` raises (an expired job), nothing is recorded
+        and the exception goes to the caller.
+        """
         with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("INSERT INTO jobs (job_id, state, card_uid, received_at, expires_at) "
-                                 "VALUES (?, 'running', ?, ?, ?)",
-                                 (job_id, card_uid, time.time(), expires_at))
-            except sqlite3.IntegrityError:
-                return False
-            return True
+                seen = self._db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                if seen is None and check is not None:
+                    check()
+                if seen is None:
+                    self._db.execute("INSERT INTO jobs (job_id, state, card_uid, received_at, expires_at) "
+                                     "VALUES (?, 'running', ?, ?, ?)",
+                                     (job_id, card_uid, time.time(), expires_at))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return seen is None
 
     def finish(self, job_id: str, state: str) -> None:
         with self._lock:

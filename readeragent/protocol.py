@@ -303,20 +303,28 @@ def sign_with(document: dict, private_key: Ed25519PrivateKey) -> dict:
 
 
 def check_envelope(envelope: Any, *, station: str, cms_public_key: Ed25519PublicKey,
-                   now: float | None = None) -> None:
-    """Everything the agent checks before it touches a card (except replay, which needs its ledger)."""
+                   now: float | None = None, expiry: bool = True) -> None:
+    """Everything the agent checks before it touches a card (except replay, which needs its ledger).
+
+    `expiry=False` leaves the expiry out (the agent checks it after its replay ledger: a copy of a job
+    already run is a replay, whatever the time; `check_expiry` then)."""
     if not isinstance(envelope, Mapping) or envelope.get("v") != PROTOCOL_VERSION:
         raise ProtocolError("malformed", f"job envelope must be an object with v={PROTOCOL_VERSION}")
     verify_signature(envelope, cms_public_key, "job")
     if envelope.get("station") != station:
         raise ProtocolError("station", f"job is for station {envelope.get('station')!r}, not {station!r}")
-    expires_at = envelope.get("expires_at")
-    if not isinstance(expires_at, int) or (now if now is not None else time.time()) > expires_at:
-        raise ProtocolError("expired", "job expired before it started")
+    if expiry or not isinstance(envelope.get("expires_at"), int):
+        check_expiry(envelope, now)
     script = envelope.get("script")
     check_script(script)
     if script_digest(script) != envelope.get("script_digest"):
         raise ProtocolError("digest", "script digest does not match the script")
+
+
+def check_expiry(envelope: Mapping, now: float | None = None) -> None:
+    expires_at = envelope.get("expires_at")
+    if not isinstance(expires_at, int) or (now if now is not None else time.time()) > expires_at:
+        raise ProtocolError("expired", "job expired before it started")
 
 
 def public_bytes_x25519(key: X25519PublicKey) -> bytes:

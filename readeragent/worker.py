@@ -21,6 +21,7 @@ from celery import Celery
 from . import executor, monitor
 from .identity import Identity
 from .ledger import ReplayLedger
+from .readerlock import ReaderLock
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ class Agent:
     reader: str | None
     app: Celery
     ledger: ReplayLedger
-    card_lock: threading.Lock = field(default_factory=threading.Lock)
+    # a ReaderLock (flock in the home) in `run`: one card user at a time across agent processes
+    card_lock: threading.Lock | ReaderLock = field(default_factory=threading.Lock)
     jobs: dict = field(default_factory=lambda: {"succeeded": 0, "failed": 0, "interrupted": 0, "refused": 0})
     last_job: str = ""
     card_source: Callable[[], tuple] | None = None
@@ -95,17 +97,26 @@ class Agent:
         return PyscardTransport(connection), uid, lambda: _disconnect(connection)
 
     def run_on_reader(self, envelope) -> dict:
-        """Read the UID of the card in the reader and execute; no card refuses the job (reason card)."""
+        """Admit the job (signature, replay ledger, expiry: nothing touches the reader for a refused copy),
+        then read the UID of the card in the reader and execute; no card refuses the job (reason card)."""
         started = time.time()
+        try:
+            refusal = executor.admit(envelope, identity=self.identity, ledger=self.ledger)
+        except Exception as exc:  # the ledger file is unusable: run nothing, still answer the CMS
+            log.exception("job not admitted")
+            return executor.failure_result(envelope, self.identity, exc, started)
+        if refusal is not None:
+            return refusal
         with self.card_lock:
             try:
                 transport, uid, close = self.open_card()
             except Exception as exc:  # the reader vanished: still answer the CMS
                 log.exception("cannot open the card")
+                self.ledger.finish(envelope["job_id"], "failed")
                 return executor.failure_result(envelope, self.identity, exc, started)
             try:
                 return executor.execute(envelope, transport, identity=self.identity, ledger=self.ledger,
-                                        card_uid=uid)
+                                        card_uid=uid, admitted=True)
             except Exception as exc:  # a bug: the job is claimed (never rerun); the CMS must hear why
                 log.exception("job failed outside its steps")
                 return executor.failure_result(envelope, self.identity, exc, started)
@@ -155,7 +166,8 @@ def run(*, home: Path, reader: str | None, broker: str | None, loglevel: str = "
         heartbeat_s: float = 30.0) -> None:  # pragma: no cover - run as a process in tests/e2e
     identity = Identity.load(home)
     app = make_app(broker_url(broker))
-    agent = Agent(identity, home, monitor.pick_reader(reader), app, ReplayLedger.in_home(home))
+    picked = monitor.pick_reader(reader)
+    agent = Agent(identity, home, picked, app, ReplayLedger.in_home(home), card_lock=ReaderLock(home, picked))
     register(agent)
     card_monitor = monitor.CardMonitor(identity, agent.reader, agent.send, card_lock=agent.card_lock,
                                        heartbeat_s=heartbeat_s)
