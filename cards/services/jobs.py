@@ -46,6 +46,7 @@ from cards.models.cards import AppKind, CardState, ChipType
 from cards.models.orders import JobState, OrderState
 from cards.models.stations import StationStatus
 from cards.validators import normalise_hex, validate_uid
+from cms import failpoints
 from keys import campaigns, sealing, signing
 from keys.models import DiversificationMethod, KeyPolicy, KeySlot, KeyVersion, MasterKey, VersionState
 from keys.models_campaigns import RotationCampaign
@@ -753,6 +754,7 @@ def job_result_handle(result: dict) -> dict:
         if result.get("station") != station.code:
             raise Refused("station", "the result names another station than the job's")
         _verify_station_signature(result, station, "result")
+        failpoints.hit("result.verified")
         _check_result_shape(result)
         if result["state"] == JobState.REFUSED and (result.get("error") or {}).get("reason") == "replay":
             # The station refused a second copy of a job it had already received (a redelivery): that
@@ -765,8 +767,10 @@ def job_result_handle(result: dict) -> dict:
                                          "received; the first copy's result (or the expiry) decides the job")
         if station.status != StationStatus.APPROVED:
             raise Refused("station", f"station {station.code} is {station.status}")
-        with transaction.atomic(), EventBatch() as events:
-            outcome = _apply_result(job.pk, result, events)
+        with transaction.atomic():
+            with EventBatch() as events:
+                outcome = _apply_result(job.pk, result, events)
+            failpoints.hit("result.applied")
     except Refused as exc:
         return _refuse("job.result_refused", station, exc, job_id=str(job.id) if job else "",
                        card_uid=job.card.uid if job else "")
