@@ -116,3 +116,18 @@ class Job(models.Model):
         if not self.can_move_to(state):
             raise InvalidTransition(f"job {self.id}: {self.state} -> {state} is not allowed")
         self.state = state
+
+    def refused_unrun(self) -> bool:
+        """The station refused this job as expired before any step: no copy of it ran there, unless
+        an earlier copy did and its result is still on its way (see `take_late_result`)."""
+        return self.state == JobState.REFUSED and not self.steps_done \
+            and (self.error or {}).get("reason") == "expired"
+
+    def take_late_result(self, state: str) -> None:
+        """The one way out of a finished state: a job refused as expired whose earlier copy did run on
+        the card takes that copy's result (a station that checked the expiry before its replay ledger,
+        or a result that raced the refusal between two CMS workers). The caller holds the row lock."""
+        if not self.refused_unrun() or state not in (JobState.SUCCEEDED, JobState.FAILED,
+                                                     JobState.INTERRUPTED):
+            raise InvalidTransition(f"job {self.id}: {self.state} -> {state} is not a late result")
+        self.state = state

@@ -809,9 +809,12 @@ def _count_redelivery(job_pk) -> dict | None:
 def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
     job = (Job.objects.select_for_update(of=("self",)).select_related("station__tenant", "card", "order")
            .get(pk=job_pk))
-    if job.state not in (JobState.DISPATCHED, JobState.RUNNING):
+    late = job.state not in (JobState.DISPATCHED, JobState.RUNNING)
+    if late and not (job.refused_unrun() and result["state"] != JobState.REFUSED):
         raise Refused("replay", f"job {job.id} is already {job.state}")
     card = Card.objects.select_for_update().get(pk=job.card_id)
+    if late and Job.objects.filter(card_id=card.pk, created_at__gt=job.created_at).exists():
+        raise Refused("replay", f"job {job.id} is already {job.state} and the card has a newer job")
     station = job.station
     steps = (job.script or {}).get("steps", [])
     entries = []
@@ -881,7 +884,16 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
         or failed_op in AUTH_OPS)
     if failed_op in CREATE_OPS and error.get("kind") in NOT_A_CARD_ANSWER:
         card.probe_required = True  # a create went out and no answer came: list before creating again
-    job.move_to(state)
+    if late:
+        # A copy refused as expired ended the job first, but an earlier copy ran on the card: its result
+        # is what the card did (the ledger must move by it, or the next job authenticates with old keys).
+        events.add(action="job.late_result", actor_type="station", actor_name=station.code,
+                   tenant=card.tenant, result="success",
+                   details={"previous_state": job.state, "previous_error": job.error, "state": state},
+                   **common)
+        job.take_late_result(state)
+    else:
+        job.move_to(state)
     job.stage_reached = str(result.get("stage", ""))[:64]
     job.steps_done = sum(1 for e in entries if e["status"] == "done")
     job.result = {"state": state, "steps": [{"index": e["index"], "op": e["op"], "status": e["status"],
