@@ -43,9 +43,12 @@ class Stack:
     broker: str
     process: subprocess.Popen
     log: Path
+    database_url: str | None = None  # None: the instance folder's SQLite file
 
     def env(self) -> dict[str, str]:
         env = _base_env()
+        if self.database_url:
+            env["DATABASE_URL"] = self.database_url
         for line in (self.instance_dir / "stack.env").read_text().splitlines():
             if line and not line.startswith("#") and "=" in line:
                 name, value = line.split("=", 1)
@@ -67,12 +70,18 @@ class Stack:
         return self.log.read_text(errors="replace")[-n:]
 
 
-def start_stack(instance_dir: Path, broker: str, timeout: float = 180) -> Stack:
+def start_stack(instance_dir: Path, broker: str, timeout: float = 180, *,
+                database_url: str | None = None) -> Stack:
+    """runstack in `instance_dir` on `broker`; on the SQLite file of the instance folder unless a
+    `database_url` is given (this process's own DATABASE_URL is never passed on: tests/faults runs the
+    stack on a private PostgreSQL cluster it may restart, tests/support/pgcluster.py)."""
     port, vault_port = free_port(), free_port(pair=True)
     instance_dir.mkdir(parents=True, exist_ok=True)
     log = instance_dir.parent / "stack.log"
     env = _base_env()
     env.update(CMS_INSTANCE_DIR=str(instance_dir), REDIS_URL=broker, PYTHONUNBUFFERED="1")
+    if database_url:
+        env["DATABASE_URL"] = database_url
     # Sealed keys live 30 s by default; on this shared 2-core machine (load 5-10) a job can wait longer
     # than that for the agent to start and take it, and then ends "refused" (expired) for no product
     # reason. The end-to-end tests prove the flow, not the TTL (tests/faults runs short job timers).
@@ -81,7 +90,7 @@ def start_stack(instance_dir: Path, broker: str, timeout: float = 180) -> Stack:
                                 "--vault-port", str(vault_port), "--no-demo"], cwd=ROOT, env=env,
                                stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
                                start_new_session=True)
-    stack = Stack(f"http://127.0.0.1:{port}", instance_dir, broker, process, log)
+    stack = Stack(f"http://127.0.0.1:{port}", instance_dir, broker, process, log, database_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

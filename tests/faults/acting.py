@@ -1,0 +1,102 @@
+"""Virtual cards for the fault matrix that do something at a given APDU of a job, and the checks the fault
+tests share (the card's jobs, its ledger, waits that fail with what was seen).
+
+`Acting` counts a job's APDUs as tests/faults/test_agent_kill.py's `Killing` does (after the agent's GET
+DATA FF CA; the monitor's FF CA is followed by its GetVersion 90 60) and, after executing the n-th, calls
+`actions[n]()` (seal OpenBao, restart PostgreSQL, ...): the card has changed, its answer is on its way to
+the agent. Authentications the card refused with 91AE (a wrong key) are counted.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from cardsim.desfire import DESFireCard
+from tests.e2e.test_pipeline import AID, LEDGER, _api
+
+OPEN = ("created", "dispatched", "running", "pending")
+
+
+class ActingDESFire(DESFireCard):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.actions: dict[int, Callable[[], None]] = {}
+        self.acted: list[int] = []
+        self._counting = False
+        self._seen = 0
+        self.job_apdus = 0
+        self.wrong_key_auths = 0
+
+    def transmit(self, apdu: bytes) -> bytes:
+        action = None
+        if apdu[:2] == b"\xff\xca":
+            self._counting, self._seen = True, 0
+        elif self._counting and apdu[1] == 0x60 and self._seen == 0:
+            self._counting = False  # the monitor's GetVersion, not a job
+        elif self._counting:
+            self._seen += 1
+            self.job_apdus = self._seen
+            action = self.actions.pop(self._seen, None)
+        answer = super().transmit(apdu)
+        if answer[-2:] == b"\x91\xae":
+            self.wrong_key_auths += 1
+        if action is not None:
+            action()
+            self.acted.append(self._seen)
+        return answer
+
+    def holds_ledger(self) -> bool:
+        """The campus profile's keys on the card: the application's three keys at version 1, an AES PICC
+        master key (the transport 2K3DES key replaced)."""
+        held = self.keys_held()
+        return [k["version"] for k in held.get(AID.lower(), [])] == [1, 1, 1] \
+            and held["000000"][0]["family"] == "aes"
+
+
+def fresh_desfire_state() -> dict:
+    return DESFireCard("ev2", picc_key_type="des").to_state()
+
+
+def jobs_of(stack, uid: str) -> list[dict] | None:
+    """The card's jobs, newest first; None while the API answers 503 (a backing service is down: the
+    database restarting); any other answer than 200 or 503 fails the test (no 500 during an outage)."""
+    response = _api(stack, "GET", "jobs/", params={"card_uid": uid})
+    if response.status_code == 503:
+        return None
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+    body = response.json()
+    return body["results"] if isinstance(body, dict) else body
+
+
+def card_of(stack, uid: str) -> dict | None:
+    body = _api(stack, "GET", "cards/", params={"uid": uid}).json()
+    rows = body["results"] if isinstance(body, dict) else body
+    return next((c for c in rows if c["uid"] == uid), None)
+
+
+def ledger_of(stack, uid: str) -> list:
+    return stack.shell(LEDGER.replace("@UID@", repr(uid)))
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise TimeoutError(what)
+
+
+def settled(stack, uid: str, count: int) -> list[dict] | None:
+    """The card's jobs (newest first) once there are `count` and none is open."""
+    jobs = jobs_of(stack, uid)
+    if jobs is None:
+        return None
+    return None if any(j["state"] in OPEN for j in jobs) or len(jobs) < count else jobs
+
+
+def whole(ledger: list, slots: int = 4) -> bool:
+    """One active version per slot, each slot once, every version 1 (none lost, none duplicated)."""
+    return len(ledger) == slots and len({(role, key_no) for role, key_no, *_ in ledger}) == slots \
+        and all(state == "active" and number == 1 for _, _, number, state in ledger)
