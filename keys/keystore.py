@@ -27,6 +27,8 @@ import base64
 import binascii
 import os
 import re
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -44,6 +46,16 @@ CAS_ATTEMPTS = 5
 DEFAULT_BATCH = 240
 
 _REF = re.compile(r"^(?P<path>[A-Za-z0-9_./-]+)#(?P<field>[A-Za-z0-9_]+)$")
+
+# Ciphertexts (never plaintexts) of the master-key secrets, as last read from KV: every job of a tenant
+# unwraps its masters, and their blobs change only when a master version is added, removed or rewrapped.
+# An entry serves for MASTER_CACHE_SECONDS; a field it lacks, or a blob Transit no longer decrypts with
+# (a rewrap raised min_decryption_version), sends the unwrap back to KV once. Writes from this process
+# drop the path's entry at once. Whether a master version may be used at all is the database's state,
+# checked by the callers before they unwrap.
+MASTER_CACHE_SECONDS = 60.0
+_master_blobs: dict[tuple[str, str, str], tuple[dict[str, str], float]] = {}
+_cache_lock = threading.Lock()
 
 
 @dataclass(frozen=True, order=True)
@@ -110,6 +122,41 @@ def _check_tenant(tenant_id: int, refs: Iterable[BlobRef]) -> None:
     foreign = [str(ref) for ref in refs if not ref.path.startswith(root)]
     if foreign:
         raise KeystoreError(f"references outside tenant {tenant_id}: {', '.join(foreign)}")
+
+
+def _cache_slot(path: str) -> tuple[str, str, str]:
+    return (settings.VAULT_ADDR, settings.VAULT_KV_MOUNT, path)
+
+
+def _cacheable(path: str) -> bool:
+    return path.endswith("/masters")
+
+
+def _forget_blobs(path: str) -> None:
+    with _cache_lock:
+        _master_blobs.pop(_cache_slot(path), None)
+
+
+def forget_cached_blobs() -> None:
+    """Drop every cached master ciphertext (tests that point the CMS at another Vault; after a rewrap)."""
+    with _cache_lock:
+        _master_blobs.clear()
+
+
+def _blobs(path: str, fields: Iterable[str]) -> tuple[dict[str, str], bool]:
+    """(the secret's fields, whether they came from the cache): cached only for master secrets, and only
+    when every wanted field is there and the entry is young enough."""
+    if _cacheable(path):
+        entry = _master_blobs.get(_cache_slot(path))
+        if entry is not None and time.monotonic() - entry[1] < MASTER_CACHE_SECONDS \
+                and all(field in entry[0] for field in fields):
+            return entry[0], True
+    read_at = time.monotonic()
+    data = read_secret(path)[0]
+    if _cacheable(path):
+        with _cache_lock:
+            _master_blobs[_cache_slot(path)] = (data, read_at)
+    return data, False
 
 
 def _errors(body: dict) -> str:
@@ -209,6 +256,7 @@ def read_secret(path: str) -> tuple[dict[str, str], int]:
 def write_secret(path: str, fields: dict[str, str], cas: int) -> int | None:
     """Write with check-and-set; the new version, or None when another writer got there first."""
     _, kv = _mounts()
+    _forget_blobs(path)
     status, body = vault.call("POST", f"{kv}/data/{path}", {"options": {"cas": cas}, "data": fields},
                               what="store wrapped keys")
     if status == 200:
@@ -223,6 +271,7 @@ def destroy_versions(path: str, up_to: int) -> None:
     if up_to < 1:
         return
     _, kv = _mounts()
+    _forget_blobs(path)
     status, body = vault.call("POST", f"{kv}/destroy/{path}", {"versions": list(range(1, up_to + 1))},
                               what="destroy old wrapped-key versions")
     if status not in (200, 204):
@@ -231,19 +280,23 @@ def destroy_versions(path: str, up_to: int) -> None:
 
 def _delete_metadata(path: str) -> None:
     _, kv = _mounts()
+    _forget_blobs(path)
     status, body = vault.call("DELETE", f"{kv}/metadata/{path}", what="delete wrapped-key secret")
     if status not in (200, 204, 404):
         raise KeystoreError(f"deleting secret failed: HTTP {status} {_errors(body)}")
 
 
-def _update_secret(path: str, change, *, purge_history: bool) -> dict[str, str]:
+def _update_secret(path: str, change, *, purge_history: bool, assume_new: bool = False) -> dict[str, str]:
     """Read-modify-write one secret with check-and-set, retrying when a concurrent writer wins.
 
     `change(fields) -> fields` must be pure (it may run more than once). With `purge_history`
     every older version is destroyed after the write, so no removed or superseded blob lingers.
+    With `assume_new` the first attempt skips the read and writes with cas=0, which KV v2 refuses
+    unless the secret does not exist; a refusal falls back to reading it (one round trip saved for a
+    new card's first keys, one lost when the guess is wrong).
     """
-    for _ in range(CAS_ATTEMPTS):
-        fields, version = read_secret(path)
+    for attempt in range(CAS_ATTEMPTS):
+        fields, version = ({}, 0) if assume_new and attempt == 0 else read_secret(path)
         new_fields = change(dict(fields))
         if new_fields == fields and version:
             return fields
@@ -258,11 +311,14 @@ def _update_secret(path: str, change, *, purge_history: bool) -> dict[str, str]:
     raise KeystoreUnavailable(f"too many concurrent writers on {path}; try again")
 
 
-def store_wrapped(tenant_id: int, wrapped: Mapping[BlobRef, str], *, replace: bool = False) -> None:
+def store_wrapped(tenant_id: int, wrapped: Mapping[BlobRef, str], *, replace: bool = False,
+                  assume_new: bool = False) -> None:
     """Put ciphertexts in their fields (one check-and-set write per secret).
 
     An existing blob is never overwritten unless `replace` says the caller knows it is an
     orphan (a version number the database, holding the slot's row lock, has never recorded).
+    `assume_new`: the secrets probably do not exist yet; write without reading first (see
+    `_update_secret`).
     """
     _check_tenant(tenant_id, wrapped)
     by_path: dict[str, dict[str, str]] = defaultdict(dict)
@@ -279,7 +335,7 @@ def store_wrapped(tenant_id: int, wrapped: Mapping[BlobRef, str], *, replace: bo
                 raise KeystoreError(f"refusing to overwrite wrapped keys: {names}")
             overwritten[:] = taken
             return {**fields, **new}
-        _update_secret(path, add, purge_history=False)
+        _update_secret(path, add, purge_history=False, assume_new=assume_new)
         if overwritten:
             # the orphan's old blob must not stay in the secret's history
             destroy_versions(path, read_secret(path)[1] - 1)
@@ -288,7 +344,7 @@ def store_wrapped(tenant_id: int, wrapped: Mapping[BlobRef, str], *, replace: bo
 # --- Public operations ----------------------------------------------------------------------------
 
 def wrap_and_store(tenant_id: int, keys: Mapping[BlobRef, bytes | bytearray], *,
-                   replace: bool = False) -> None:
+                   replace: bool = False, assume_new: bool = False) -> None:
     """Wrap keys in ONE Transit batch under the tenant KEK and store them (one write per secret)."""
     if not keys:
         return
@@ -296,12 +352,13 @@ def wrap_and_store(tenant_id: int, keys: Mapping[BlobRef, bytes | bytearray], *,
     for ref, key in keys.items():
         if len(key) not in (16, 24, 32):
             raise KeystoreError(f"{ref}: a key is 16, 24 or 32 bytes")
-    store_wrapped(tenant_id, _encrypt(tenant_id, keys), replace=replace)
+    store_wrapped(tenant_id, _encrypt(tenant_id, keys), replace=replace, assume_new=assume_new)
 
 
 @contextmanager
 def generate(tenant_id: int, refs: Iterable[BlobRef], *, source: str = "cms",
-             length: int = KEY_BYTES, replace: bool = False) -> Iterator[dict[BlobRef, KeyBytes]]:
+             length: int = KEY_BYTES, replace: bool = False,
+             assume_new: bool = False) -> Iterator[dict[BlobRef, KeyBytes]]:
     """Generate random keys, store them wrapped, and yield them (wiped on exit) to compute KCVs.
 
     `source="cms"`: os.urandom in this process, wrapped in one Transit batch.
@@ -315,12 +372,12 @@ def generate(tenant_id: int, refs: Iterable[BlobRef], *, source: str = "cms",
         if source == "cms":
             for ref in refs:
                 keys[ref] = KeyBytes(os.urandom(length))
-            wrap_and_store(tenant_id, keys, replace=replace)
+            wrap_and_store(tenant_id, keys, replace=replace, assume_new=assume_new)
         elif source == "vault":
             wrapped = {}
             for ref in refs:
                 keys[ref], wrapped[ref] = _datakey(tenant_id, ref, length)
-            store_wrapped(tenant_id, wrapped, replace=replace)
+            store_wrapped(tenant_id, wrapped, replace=replace, assume_new=assume_new)
         else:
             raise ValueError("source is 'cms' or 'vault'")
         yield keys
@@ -341,36 +398,60 @@ def _datakey(tenant_id: int, ref: BlobRef, length: int) -> tuple[KeyBytes, str]:
 
 @contextmanager
 def unwrap(tenant_id: int, refs: Iterable[BlobRef]) -> Iterator[dict[BlobRef, KeyBytes]]:
-    """Unwrap keys: one KV read per distinct secret and ONE Transit batch decrypt; wiped on exit."""
+    """Unwrap keys: one KV read per distinct secret and ONE Transit batch decrypt; wiped on exit.
+
+    Master secrets' ciphertexts may come from the cache (no KV read); an item that came from it
+    and does not decrypt is read again from KV and decrypted once more, in a second batch.
+    """
     refs = list(dict.fromkeys(refs))
     _check_tenant(tenant_id, refs)
     keys: dict[BlobRef, KeyBytes] = {}
     try:
         if refs:
             secrets: dict[str, dict[str, str]] = {}
+            cached: set[str] = set()
             for path in dict.fromkeys(ref.path for ref in refs):
-                secrets[path] = read_secret(path)[0]
+                secrets[path], hit = _blobs(path, [ref.field for ref in refs if ref.path == path])
+                if hit:
+                    cached.add(path)
             missing = [str(ref) for ref in refs if ref.field not in secrets[ref.path]]
             if missing:
                 raise KeystoreError(f"no wrapped key at: {', '.join(missing)}")
-            items = [{"ciphertext": secrets[ref.path][ref.field], "context": ref.context} for ref in refs]
-            results = transit_batch(tenant_id, "decrypt", items, f"unwrap {len(refs)} key(s)")
-            failed = []
-            for ref, result in zip(refs, results, strict=True):
-                if result.get("error"):
-                    failed.append(str(ref))
-                    continue
-                try:
-                    keys[ref] = KeyBytes(base64.b64decode(result.pop("plaintext"), validate=True))
-                except (KeyError, binascii.Error):
-                    failed.append(str(ref))
-            del results
+            failed = _decrypt_into(keys, tenant_id, refs, secrets)
+            stale = [ref for ref in failed if ref.path in cached]
+            if stale:
+                for path in dict.fromkeys(ref.path for ref in stale):
+                    _forget_blobs(path)
+                    secrets[path], _ = _blobs(path, [])
+                missing = [str(ref) for ref in stale if ref.field not in secrets[ref.path]]
+                if missing:
+                    raise KeystoreError(f"no wrapped key at: {', '.join(missing)}")
+                failed = [ref for ref in failed if ref not in stale] + \
+                    _decrypt_into(keys, tenant_id, stale, secrets)
             if failed:
                 raise KeystoreError(f"wrapped key does not unwrap (wrong slot, KEK version too old, "
-                                    f"or tampered): {', '.join(failed)}")
+                                    f"or tampered): {', '.join(str(ref) for ref in failed)}")
         yield keys
     finally:
         _wipe_all(keys)
+
+
+def _decrypt_into(keys: dict[BlobRef, KeyBytes], tenant_id: int, refs: list[BlobRef],
+                  secrets: Mapping[str, Mapping[str, str]]) -> list[BlobRef]:
+    """One Transit batch decrypt of `refs` into `keys`; the refs that did not decrypt."""
+    items = [{"ciphertext": secrets[ref.path][ref.field], "context": ref.context} for ref in refs]
+    results = transit_batch(tenant_id, "decrypt", items, f"unwrap {len(refs)} key(s)")
+    failed = []
+    for ref, result in zip(refs, results, strict=True):
+        if result.get("error"):
+            failed.append(ref)
+            continue
+        try:
+            keys[ref] = KeyBytes(base64.b64decode(result.pop("plaintext"), validate=True))
+        except (KeyError, binascii.Error):
+            failed.append(ref)
+    del results
+    return failed
 
 
 def remove(tenant_id: int, refs: Iterable[BlobRef]) -> None:

@@ -119,7 +119,9 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
         _ensure_kek_once(tenant, actor)
         plan = [(slot, keystore.card_key_ref(tenant_id=tenant.pk, card_id=slot.card_id, slot_id=slot.pk,
                                              number=numbers[slot.pk])) for slot in random]
-        with keystore.generate(tenant.pk, [ref for _, ref in plan], replace=True) as keys:
+        # a card's first versions most likely go to a secret that does not exist yet: written blind (cas=0)
+        first = all(numbers[slot.pk] == 1 for slot in random)
+        with keystore.generate(tenant.pk, [ref for _, ref in plan], replace=True, assume_new=first) as keys:
             rows = KeyVersion.objects.bulk_create([
                 KeyVersion(slot=slot, number=numbers[slot.pk], state=VersionState.PENDING,
                            policy=KeyPolicy.RANDOM, vault_ref=str(ref),

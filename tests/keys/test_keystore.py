@@ -278,3 +278,55 @@ def test_more_keys_than_one_transit_request_may_carry_are_wrapped_and_unwrapped(
     assert len([c for c in vault_calls if "/encrypt/" in c[1]]) == 2
     with keystore.unwrap(TENANT, list(keys)) as plain:
         assert {r: bytes(k) for r, k in plain.items()} == keys
+
+
+def test_a_first_write_assumed_new_skips_the_read_and_falls_back_when_the_secret_exists(vault, vault_calls):
+    keystore.ensure_kek(TENANT)
+    first, second = _refs(card_id=70, count=2)
+    vault_calls.clear()
+    keystore.wrap_and_store(TENANT, {first: b"\x01" * 16}, assume_new=True)
+    assert [c for c in vault_calls if c[1].startswith("secret/")] == [("POST", f"secret/data/{first.path}")]
+    # wrong guess: the secret exists, cas=0 is refused, the blob is added by read-modify-write
+    vault_calls.clear()
+    keystore.wrap_and_store(TENANT, {second: b"\x02" * 16}, assume_new=True)
+    assert [c for c in vault_calls if c[1].startswith("secret/")] == [
+        ("POST", f"secret/data/{first.path}"), ("GET", f"secret/data/{first.path}"),
+        ("POST", f"secret/data/{first.path}")]
+    with keystore.unwrap(TENANT, [first, second]) as plain:
+        assert (bytes(plain[first]), bytes(plain[second])) == (b"\x01" * 16, b"\x02" * 16)
+    with pytest.raises(KeystoreError, match="refusing to overwrite"):
+        keystore.wrap_and_store(TENANT, {first: b"\x03" * 16}, assume_new=True)
+
+
+def test_master_ciphertexts_are_cached_and_read_again_when_a_rewrap_elsewhere_made_them_stale(
+        vault, vault_calls):
+    keystore.ensure_kek(TENANT)
+    ref = keystore.master_key_ref(tenant_id=TENANT, master_id=3, number=1)
+    other = keystore.master_key_ref(tenant_id=TENANT, master_id=4, number=1)
+    keystore.wrap_and_store(TENANT, {ref: b"\x33" * 16})
+    with keystore.unwrap(TENANT, [ref]) as plain:
+        assert plain[ref] == b"\x33" * 16
+    vault_calls.clear()
+    with keystore.unwrap(TENANT, [ref]) as plain:  # ciphertext from the cache: Transit only
+        assert plain[ref] == b"\x33" * 16
+    assert vault_calls == [("POST", f"transit/decrypt/{keystore.kek_name(TENANT)}")]
+    # a write from this process (a master version added) drops its cached copy
+    keystore.wrap_and_store(TENANT, {other: b"\x44" * 16})
+    with keystore.unwrap(TENANT, [ref]):
+        pass
+    keystore._master_blobs.clear()  # noqa: SLF001
+    with keystore.unwrap(TENANT, [ref]):
+        pass
+    stale = dict(keystore._master_blobs)  # noqa: SLF001 - what this process holds before another rewraps
+    keystore.rotate_kek(TENANT)
+    rewrap.rewrap_tenant(TENANT)  # min_decryption_version 2: the cached v1 ciphertexts no longer decrypt
+    keystore._master_blobs.update(stale)  # noqa: SLF001 - as if the rewrap ran in another process
+    vault_calls.clear()
+    with keystore.unwrap(TENANT, [ref, other]) as plain:
+        assert (bytes(plain[ref]), bytes(plain[other])) == (b"\x33" * 16, b"\x44" * 16)
+    decrypt = ("POST", f"transit/decrypt/{keystore.kek_name(TENANT)}")
+    assert vault_calls == [decrypt, ("GET", f"secret/data/{ref.path}"), decrypt]
+    vault_calls.clear()
+    with keystore.unwrap(TENANT, [ref, other]):
+        pass
+    assert vault_calls == [decrypt]
