@@ -14,14 +14,20 @@ FAST = {"CMS_JOB_TTL_SECONDS": "5", "CELERY_TASK_TIME_LIMIT": "6", "CELERY_TASK_
         "CMS_JOB_SWEEP_SECONDS": "2"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cms_stack(tmp_path_factory):
-    patch = pytest.MonkeyPatch()
-    base_env = stack_module._base_env
-    patch.setattr(stack_module, "_base_env", lambda: {**base_env(), **FAST})
+    """One stack for every test of the session that uses it (a module may override it with its own):
+    each fault case orders its own fresh card and enrols its own station, so none sees another's state.
+    The short timers are patched in only while the stack starts, never for other folders' stacks."""
     broker, redis_process = start_redis(tmp_path_factory.mktemp("redis"))
     try:
-        stack = stack_module.start_stack(tmp_path_factory.mktemp("stack") / "instance", broker)
+        patch = pytest.MonkeyPatch()
+        base_env = stack_module._base_env
+        patch.setattr(stack_module, "_base_env", lambda: {**base_env(), **FAST})
+        try:
+            stack = stack_module.start_stack(tmp_path_factory.mktemp("stack") / "instance", broker)
+        finally:
+            patch.undo()
         try:
             stack.data = stack.shell(SETUP)
             yield stack
@@ -29,4 +35,3 @@ def cms_stack(tmp_path_factory):
             stack_module.stop_stack(stack)
     finally:
         stop(redis_process)
-        patch.undo()
