@@ -91,6 +91,15 @@ def job_result(self, result: dict) -> dict:
     return outcome
 
 
+# The job after a probe, when Vault (or the database) was down as the probe's result came in: retried every
+# 2, 4, 8, then 15 s for an hour, so it is made within seconds of Vault being unsealed (jobs.job_follow_up).
+@shared_task(name="cms.job_follow_up", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=15, retry_jitter=False,
+             max_retries=240)
+def job_follow_up(job_id: str) -> dict:
+    return {"next_job": jobs.job_follow_up(job_id)}
+
+
 @shared_task(name="cards.expire_jobs", ignore_result=True, autoretry_for=TRANSIENT, retry_backoff=5,
              max_retries=3)
 def expire_jobs() -> dict:

@@ -22,10 +22,11 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from audit.errors import AuditUnavailable
 from audit.services import EventBatch, record_event
 from cardproto.sw import describe
 from cards.compiler import (
@@ -47,6 +48,7 @@ from cards.models.orders import JobState, OrderState
 from cards.models.stations import StationStatus
 from cards.validators import normalise_hex, validate_uid
 from cms import failpoints
+from cms.errors import KeystoreUnavailable
 from keys import campaigns, sealing, signing
 from keys.models import DiversificationMethod, KeyPolicy, KeySlot, KeyVersion, MasterKey, VersionState
 from keys.models_campaigns import RotationCampaign
@@ -775,19 +777,57 @@ def job_result_handle(result: dict) -> dict:
         return _refuse("job.result_refused", station, exc, job_id=str(job.id) if job else "",
                        card_uid=job.card.uid if job else "")
     _sync_campaigns(outcome.pop("activated", []))
-    if outcome.get("follow_up"):
-        card = Card.objects.get(pk=job.card_id)
+    if outcome.pop("follow_up", None):
         try:
-            follow, _ = _prepare_job(station=station, uid=card.uid, atr=card.atr, chip_hint=None,
-                                     presentation_key=f"after-{job.pk}", resumes=job)
-        except Refused as exc:
-            _refuse("card.presentation_refused", station, exc, card_uid=card.uid)
-        except IntegrityError:
-            pass  # a redelivered probe result: the follow-up job exists already
-        else:
-            outcome["next_job"] = str(follow.id) if follow else None
-    outcome.pop("follow_up", None)
+            outcome["next_job"] = job_follow_up(str(job.pk))
+        except FOLLOW_UP_LATER as exc:
+            # The probe's result is committed; the job after it needs Vault (key blobs unwrapped, the job
+            # signed, its events chained). Raising here would have the result retried and refused as a
+            # replay, and the follow-up lost until the card is presented again: its own task makes it
+            # once Vault (or the database) is back, the card still in the reader (tests/faults/
+            # test_vault_seal.py).
+            log.warning("job.follow_up_deferred", job=str(job.id), error=type(exc).__name__)
+            defer_follow_up(str(job.pk))
+            outcome["next_job"] = "deferred"
     return outcome
+
+
+FOLLOW_UP_LATER = (KeystoreUnavailable, AuditUnavailable, OperationalError)
+
+
+def job_follow_up(job_id: str) -> str | None:
+    """The job that follows a succeeded probe (the resume, with keys), made right after the probe's result
+    or later by the `cms.job_follow_up` task. Idempotent: its presentation key is `after-<probe job>`; not
+    made when the card has moved on since (a newer job, from a presentation). Returns the job's id, or
+    None when there is nothing to do or it was refused (audited)."""
+    job = Job.objects.select_related("station__tenant").get(pk=job_id)
+    station, key = job.station, f"after-{job.pk}"
+    existing = Job.objects.filter(presentation_key=key).first()
+    if existing is not None:
+        return str(existing.id)
+    if Job.objects.filter(card_id=job.card_id, created_at__gt=job.created_at).exists():
+        return None
+    card = Card.objects.get(pk=job.card_id)
+    try:
+        follow, _ = _prepare_job(station=station, uid=card.uid, atr=card.atr, chip_hint=None,
+                                 presentation_key=key, resumes=job)
+    except Refused as exc:
+        _refuse("card.presentation_refused", station, exc, card_uid=card.uid)
+        return None
+    except IntegrityError:  # a redelivered probe result or a concurrent task: it exists already
+        existing = Job.objects.filter(presentation_key=key).first()
+        return str(existing.id) if existing else None
+    return str(follow.id) if follow else None
+
+
+def _defer_follow_up(job_id: str) -> None:
+    from cms.celery import app
+
+    app.send_task("cms.job_follow_up", args=[job_id], queue="cms")
+
+
+# Replaceable by tests that run without a broker, like `dispatch`.
+defer_follow_up: Callable[[str], None] = _defer_follow_up
 
 
 def _count_redelivery(job_pk) -> dict | None:

@@ -26,6 +26,7 @@ class ActingDESFire(DESFireCard):
         self._seen = 0
         self.job_apdus = 0
         self.wrong_key_auths = 0
+        self.pull_after_ins: int | None = None  # leave the field after executing the next APDU with this INS
 
     def transmit(self, apdu: bytes) -> bytes:
         action = None
@@ -37,6 +38,9 @@ class ActingDESFire(DESFireCard):
             self._seen += 1
             self.job_apdus = self._seen
             action = self.actions.pop(self._seen, None)
+            if self.pull_after_ins is not None and len(apdu) > 1 and apdu[1] == self.pull_after_ins:
+                self.pull_after_ins = None
+                self.faults.remove_after_executing = self.apdu_count  # this one: executed, never answered
         answer = super().transmit(apdu)
         if answer[-2:] == b"\x91\xae":
             self.wrong_key_auths += 1

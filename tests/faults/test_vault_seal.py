@@ -1,0 +1,226 @@
+"""Seal, then stop, the stack's OpenBao around a DESFire job (issue 6, fault matrix), end to end.
+
+Real runstack (its own local OpenBao, sealed with the root token of cms.localvault's init.json and stopped
+by its pid file, then started and unsealed again by `localvault.up`), a private Redis, pcscd + vpcd and a
+virtual DESFire EV2, with the short job timers of tests/faults/conftest.py:
+
+- sealed before dispatch: /health answers 503 naming Vault; the card presented gets no job, no card row,
+  no key version (nothing half-written) and no APDU of a job; after unseal the card presented again is
+  provisioned to a whole ledger;
+- sealed (and then stopped) while the agent runs the job: the card's answer is on its way when Vault goes;
+  the result arrives while Vault is sealed/stopped and stays there longer than the job's expiry sweep
+  would allow. The job must end in a named state: the result applied once Vault is back (not lost), or
+  failed NoResult with the card flagged for a probe; presented again, the card ends with a whole ledger
+  and holds the ledger's versions; no authentication with a wrong key ever reaches it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from cms import localvault
+from tests.e2e.station import agent_process, stop, wait_started
+from tests.e2e.test_pipeline import _api, _order
+from tests.faults.acting import (
+    ActingDESFire,
+    card_of,
+    fresh_desfire_state,
+    jobs_of,
+    ledger_of,
+    settled,
+    wait_for,
+    whole,
+)
+from tests.support.proof import record
+
+pytestmark = [pytest.mark.pcsc, pytest.mark.vault, pytest.mark.slow, pytest.mark.xdist_group("pcsc")]
+# longer than the job TTL (5 s) + task time limit (6 s) + a sweep period (2 s): the expiry sweep would
+# have closed the job by now if it could
+OUTAGE_S = 16
+MID_JOB_APDU = 10  # of the campus job's ~25: after the PICC key change, in the application's keys
+
+
+def _vault(stack) -> localvault.Instance:
+    port = int(stack.env()["VAULT_ADDR"].rsplit(":", 1)[1])
+    return localvault.Instance(stack.instance_dir / "openbao", port)
+
+
+def _health(stack) -> tuple[int, dict]:
+    response = requests.get(f"{stack.url}/health", timeout=10)
+    return response.status_code, response.json()
+
+
+def _back(vault: localvault.Instance) -> None:
+    """Start (if stopped) and unseal the stack's OpenBao: what an operator does after an outage."""
+    localvault.up(vault.directory, port=vault.port, quiet=True)
+
+
+def _present_until_whole(stack, reader, card, uid, presentations, outcome):
+    """Present the card again until its ledger is whole (a probe first when the card was flagged)."""
+    for _ in range(4):
+        time.sleep(2.2)
+        reader.bridge.insert()
+        presentations += 1
+        jobs = wait_for(lambda count=presentations: settled(stack, uid, count), 60,
+                        f"{uid}: jobs did not settle after presentation {presentations}")
+        reader.bridge.remove()
+        ledger = ledger_of(stack, uid)
+        if whole(ledger) or jobs[0]["state"] != "succeeded":
+            break
+    outcome.update(ledger=ledger, whole=whole(ledger) and card.holds_ledger(),
+                   states=[j["state"] for j in reversed(jobs)],
+                   errors=[(j.get("error") or {}).get("kind") for j in reversed(jobs)])
+    return outcome
+
+
+@pytest.fixture
+def station(cms_stack, enrolled_station, pcsc_card, monkeypatch):
+    monkeypatch.setenv("CMS_AGENT_VISIBILITY_S", "3")
+    code, station_id, home = enrolled_station
+    card = ActingDESFire("ev2", picc_key_type="des")
+    reader = pcsc_card(card, connect=False)
+    reader.bridge.remove()
+    log = home / "agent.log"
+    agent = agent_process(home, reader.reader, cms_stack.broker, log=log)
+    wait_started(agent, log)
+    vault = _vault(cms_stack)
+    try:
+        yield station_id, card, reader, log
+    finally:
+        stop(agent)
+        _back(vault)  # whatever a failed case left, the next one starts with Vault up
+
+
+def test_vault_sealed_before_dispatch(cms_stack, station):
+    station_id, card, reader, log = station
+    vault = _vault(cms_stack)
+    started = time.monotonic()
+    card.load_state(fresh_desfire_state())
+    uid = card.uid.hex().upper()
+    _order(cms_stack, "campus", station_id, uid)
+    localvault.seal(vault)
+    try:
+        status, body = _health(cms_stack)
+        assert status == 503 and body["checks"]["vault"]["ok"] is False, body
+        time.sleep(2.2)
+        reader.bridge.insert()
+        # the report is retried on KeystoreUnavailable (3 times, backoff up to 10 s), then dropped
+        time.sleep(OUTAGE_S)
+        refused = {"jobs": jobs_of(cms_stack, uid), "card": card_of(cms_stack, uid),
+                   "ledger": ledger_of(cms_stack, uid), "job_apdus": card.job_apdus}
+        reader.bridge.remove()
+    finally:
+        _back(vault)
+    assert _health(cms_stack)[0] == 200
+    outcome = {"sealed": refused}
+    _present_until_whole(cms_stack, reader, card, uid, 0, outcome)
+    record("fault_vault_sealed_before_dispatch", {
+        "cases": 1, "faults_injected": 1, "seconds": round(time.monotonic() - started, 1),
+        "health_while_sealed": status, "outcome": outcome, "wrong_key_authentications": card.wrong_key_auths})
+    assert refused["jobs"] == [] and refused["ledger"] == [] and refused["job_apdus"] == 0, refused
+    assert outcome["states"] == ["succeeded"] and outcome["whole"], (outcome, cms_stack.tail(3000))
+    assert card.wrong_key_auths == 0
+
+
+@pytest.mark.parametrize("fault", ["sealed", "sealed_then_stopped"])
+def test_vault_sealed_while_the_agent_runs_the_job(cms_stack, station, fault):
+    station_id, card, reader, log = station
+    vault = _vault(cms_stack)
+    started = time.monotonic()
+    card.load_state(fresh_desfire_state())
+    uid = card.uid.hex().upper()
+    _order(cms_stack, "campus", station_id, uid)
+    stopper = threading.Thread(target=localvault.down, args=(vault.directory,))
+
+    def fault_now():
+        localvault.seal(vault)
+        if fault == "sealed_then_stopped":
+            stopper.start()  # the card answers at once; the server goes down meanwhile
+
+    card.actions = {MID_JOB_APDU: fault_now}
+    time.sleep(2.2)
+    reader.bridge.insert()
+    try:
+        wait_for(lambda: card.acted, 60, f"the job never reached APDU {MID_JOB_APDU}")
+        if fault == "sealed_then_stopped":
+            stopper.join(30)
+            assert localvault.status(vault.directory, port=vault.port)["health"] is None
+        time.sleep(OUTAGE_S)
+        during = {"health": _health(cms_stack)[0], "jobs": [j["state"] for j in jobs_of(cms_stack, uid)]}
+        reader.bridge.remove()
+    finally:
+        _back(vault)
+    first = wait_for(lambda: settled(cms_stack, uid, 1), 90,
+                     "the job did not settle after Vault came back")[-1]
+    card_row = card_of(cms_stack, uid)
+    detail = _api(cms_stack, "GET", f"jobs/{first['id']}/").json()
+    outcome = {"during_outage": during, "first": (first["state"], (first.get("error") or {}).get("kind")),
+               "probe_flagged": card_row["probe_required"], "job_apdus": card.job_apdus,
+               "steps_done": detail.get("steps_done")}
+    if first["state"] == "succeeded":
+        # the result was applied once Vault was back: nothing more to do on the card
+        ledger = ledger_of(cms_stack, uid)
+        outcome.update(ledger=ledger, whole=whole(ledger) and card.holds_ledger(), states=["succeeded"],
+                       errors=[None])
+    else:
+        _present_until_whole(cms_stack, reader, card, uid, 1, outcome)
+    record(f"fault_vault_{fault}_mid_job", {
+        "cases": 1, "faults_injected": 1, "seconds": round(time.monotonic() - started, 1),
+        "outcome": outcome, "wrong_key_authentications": card.wrong_key_auths})
+    print(outcome)
+    named = outcome["first"] == ("succeeded", None) or (outcome["first"] == ("failed", "NoResult")
+                                                        and outcome["probe_flagged"])
+    assert named, (outcome, cms_stack.tail(4000))
+    assert outcome["whole"] and outcome["states"][-1] == "succeeded", (outcome, cms_stack.tail(4000))
+    assert card.wrong_key_auths == 0, outcome
+
+
+def test_vault_sealed_during_a_probe_whose_follow_up_needs_vault(cms_stack, station):
+    """A card left with a ChangeKey in flight is probed (GetKeyVersion, no key needed); Vault is sealed
+    while the probe runs. The probe's result is recorded (the audit key is cached), but the job that
+    follows a probe needs Vault (new key blobs unwrapped, the job signed): it must be made once Vault is
+    back, while the card is still in the reader, not dropped."""
+    station_id, card, reader, log = station
+    vault = _vault(cms_stack)
+    started = time.monotonic()
+    card.load_state(fresh_desfire_state())
+    uid = card.uid.hex().upper()
+    _order(cms_stack, "campus", station_id, uid)
+    card.pull_after_ins = 0xC4  # the first ChangeKey executes, its answer never leaves the card
+    time.sleep(2.2)
+    reader.bridge.insert()
+    first = wait_for(lambda: settled(cms_stack, uid, 1), 60, "the interrupted job did not settle")[-1]
+    flagged = card_of(cms_stack, uid)["probe_required"]
+    time.sleep(2.2)
+    card.actions = {1: lambda: localvault.seal(vault)}  # the probe's first APDU
+    reader.bridge.insert()
+    try:
+        probe = wait_for(lambda: settled(cms_stack, uid, 2), 60, "the probe did not settle")[0]
+        time.sleep(OUTAGE_S)
+        during = {"health": _health(cms_stack)[0], "jobs": [j["state"] for j in jobs_of(cms_stack, uid)]}
+    finally:
+        _back(vault)
+    # Vault is back and the card never left the reader: the follow-up job comes without a presentation
+    try:
+        jobs = wait_for(lambda: settled(cms_stack, uid, 3), 60, "no follow-up job after Vault came back")
+    except TimeoutError:
+        jobs = jobs_of(cms_stack, uid)
+    reader.bridge.remove()
+    ledger = ledger_of(cms_stack, uid)
+    outcome = {"first": (first["state"], (first.get("error") or {}).get("kind")), "probe_flagged": flagged,
+               "probe": probe["state"], "during_outage": during,
+               "states": [j["state"] for j in reversed(jobs)],
+               "ledger": ledger, "whole": whole(ledger) and card.holds_ledger(),
+               "seconds": round(time.monotonic() - started, 1)}
+    record("fault_vault_sealed_during_probe", {
+        "cases": 1, "faults_injected": 2, "outcome": outcome,
+        "wrong_key_authentications": card.wrong_key_auths})
+    print(outcome)
+    assert first["state"] == "interrupted" and flagged, outcome
+    assert probe["state"] == "succeeded", outcome
+    assert len(jobs) == 3 and outcome["states"][-1] == "succeeded" and outcome["whole"], \
+        (outcome, cms_stack.tail(4000))
+    assert card.wrong_key_auths == 0, outcome
