@@ -4,6 +4,12 @@ JSON only; no result backend (results go back as the CMS task `cms.job_result` o
 prefetch 1, acks_late and reject_on_worker_lost, so a job is never lost, and the replay ledger makes
 a redelivered one harmless. Remote control, gossip and mingle are off: the worker listens to its
 station queue and nothing else.
+
+A result is kept in the ledger's outbox before it is published: one the broker could not take goes
+as soon as it can (a thread tries every 2 s, and every (re)connection of the consumer), and after a
+reconnect the recent ones go again, since a broker restarted without persistence lost what it held
+(tests/faults/test_redis_restart.py). A broker that went away and came back while a job held the
+consumer's event loop is noticed by the publishes and the consumer is made to reconnect.
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ RUN_JOB = "station.run_job"
 JOB_RESULT = "cms.job_result"
 STATION_REPORT = "cms.station_report"
 CMS_QUEUE = "cms"
+OUTBOX_FLUSH_S = 2.0
+BROKER_WATCH_S = 1.0
 
 
 def broker_url(explicit: str | None = None) -> str:
@@ -65,8 +73,81 @@ class Agent:
     last_job: str = ""
     card_source: Callable[[], tuple] | None = None
 
+    _outbox_lock: threading.Lock = field(default_factory=threading.Lock)
+    broker_connections: int = 0
+    # when a publish last failed, and when one next went through (0: not since the consumer connected)
+    broker_failed_at: float = 0.0
+    broker_back_at: float = 0.0
+
     def send(self, name: str, document: dict) -> None:
-        self.app.send_task(name, args=[document], queue=CMS_QUEUE)
+        try:
+            self.app.send_task(name, args=[document], queue=CMS_QUEUE)
+        except Exception:
+            self.broker_failed_at = time.time()
+            raise
+        if self.broker_failed_at and not self.broker_back_at:
+            self.broker_back_at = time.time()
+
+    def broker_came_back(self) -> bool:
+        """A publish failed and a later one went through since the consumer last connected: the broker
+        was away. The consumer may not have noticed (its connection dropped and came back while a job
+        held its event loop; kombu then keeps a dead registration and consumes nothing), so it must
+        reconnect."""
+        return bool(self.broker_failed_at and self.broker_back_at >= self.broker_failed_at)
+
+    def deliver_result(self, result: dict) -> bool:
+        """Keep the signed result in the ledger's outbox, then publish it; True if the broker took it.
+        One it did not take (the broker down) stays unsent and goes with the next flush."""
+        with self._outbox_lock:
+            job_id = result.get("job_id")
+            if isinstance(job_id, str) and job_id:
+                self.ledger.outbox_put(job_id, result)
+            return self._publish(result)
+
+    def _publish(self, result: dict) -> bool:
+        job_id = result.get("job_id") if isinstance(result.get("job_id"), str) else None
+        try:
+            self.send(JOB_RESULT, result)
+        except Exception as exc:  # kombu's OperationalError and the socket errors under it
+            log.warning("result of job %s kept in the outbox: the broker did not take it (%s)", job_id,
+                        exc.__class__.__name__)
+            if job_id:
+                self.ledger.outbox_failed(job_id)
+            return False
+        if job_id:
+            self.ledger.outbox_sent(job_id)
+        return True
+
+    def flush_outbox(self, *, recent: bool = False) -> int:
+        """Publish the results the broker never took, oldest first, until one fails; with `recent`, also
+        those it took inside their resend window whose job ran on the card (after a reconnect: a broker
+        restarted without persistence lost what it held; the CMS refuses a copy it already applied as a
+        replay). Refusals are not sent twice (a replay refusal counts as a delivery at the CMS).
+        Returns how many went."""
+        with self._outbox_lock:
+            documents = self.ledger.outbox_unsent()
+            if recent:
+                unsent = {d.get("job_id") for d in documents}
+                documents += [d for d in self.ledger.outbox_recent()
+                              if d.get("job_id") not in unsent and d.get("state") != "refused"]
+            sent = 0
+            for document in documents:
+                if not self._publish(document):
+                    break
+                sent += 1
+        if sent:
+            log.info("outbox: %d result(s) sent%s", sent, " again after a broker reconnect" if recent else "")
+        return sent
+
+    def on_broker_connected(self) -> None:
+        """The worker's consumer (re)connected to the broker: send what is owed (every reconnect after
+        the first also resends the recent results the broker may have lost)."""
+        self.broker_connections += 1
+        self.broker_failed_at = self.broker_back_at = 0.0
+        try:
+            self.flush_outbox(recent=self.broker_connections > 1)
+        except Exception:  # the outbox must never stop the worker from consuming
+            log.exception("outbox flush failed")
 
     def open_card(self):
         """(transport, uid hex, close) for the card in the reader; `card_source` replaces it in tests
@@ -129,7 +210,7 @@ class Agent:
         reason = (result.get("error") or {}).get("reason")
         self.last_job = f"{str(result.get('job_id'))[:8]} {result['state']}" + (f" ({reason})" if reason
                                                                                  else "")
-        self.send(JOB_RESULT, result)
+        self.deliver_result(result)
         log.info("job %s: %s, %s steps done", result.get("job_id"), result["state"], result["steps_done"])
         return result
 
@@ -152,6 +233,51 @@ def register(agent: Agent) -> None:
     @agent.app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def run_job(envelope: dict) -> None:
         agent.handle_job(envelope)
+
+    from celery import bootsteps
+
+    class BrokerWatch(bootsteps.StartStopStep):
+        """Started with the consumer each time it (re)connects to the broker: sends what the outbox owes,
+        then checks every second, in the consumer's own event loop, whether the broker went away and
+        came back behind the consumer's back; if so it raises a connection error there, which makes
+        Celery's consumer reconnect (found by tests/faults/test_redis_restart.py: Redis restarted while
+        the agent ran a job left the agent connected but consuming nothing)."""
+
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def __init__(self, parent, **kwargs) -> None:
+            super().__init__(parent, **kwargs)
+            self.tref = None
+
+        def start(self, consumer) -> None:
+            agent.on_broker_connected()
+            if consumer.timer is not None:
+                self.tref = consumer.timer.call_repeatedly(BROKER_WATCH_S, self.check)
+
+        def check(self) -> None:
+            if agent.broker_came_back():
+                log.warning("the broker was away while the consumer held its connection: reconnecting")
+                raise ConnectionResetError("broker outage seen by a publish; the consumer reconnects")
+
+        def stop(self, consumer) -> None:
+            if self.tref is not None:
+                self.tref.cancel()
+                self.tref = None
+
+        shutdown = stop
+
+    agent.app.steps["consumer"].add(BrokerWatch)
+
+
+def flush_outbox_every(agent: Agent, stopping: threading.Event, seconds: float = OUTBOX_FLUSH_S) -> None:
+    """A thread's loop: results left unsent (the broker was down when they were made) go as soon as the
+    broker takes them, even if the consumer never noticed the outage."""
+    while not stopping.wait(seconds):
+        try:
+            if agent.ledger.outbox_counts()["unsent"]:
+                agent.flush_outbox()
+        except Exception:  # noqa: BLE001 - try again at the next tick
+            log.exception("outbox flush failed")
 
 
 def status_line(agent: Agent, card_monitor: monitor.CardMonitor | None) -> str:
@@ -180,6 +306,8 @@ def run(*, home: Path, reader: str | None, broker: str | None, loglevel: str = "
 
     card_monitor.on_change = show
     card_monitor.start()
+    stopping = threading.Event()
+    threading.Thread(target=flush_outbox_every, args=(agent, stopping), name="outbox", daemon=True).start()
     print(f"agent for station {identity.station} on reader {agent.reader!r}, queue {identity.queue}",
           file=sys.stderr, flush=True)
     original = agent.handle_job
@@ -197,4 +325,5 @@ def run(*, home: Path, reader: str | None, broker: str | None, loglevel: str = "
                          "--without-heartbeat", "-l", loglevel,
                          "-n", f"agent-{identity.station}@%h"])
     finally:
+        stopping.set()
         card_monitor.stop()

@@ -86,15 +86,19 @@ class ActingDESFire(DESFireCard):
 
 @contextlib.contextmanager
 def fault_stack(tmp_path_factory, extra: dict[str, str], broker: str | None = None):
-    """tests/faults/conftest.py's stack (short job timers, private Redis unless `broker`) plus `extra`."""
-    patch = pytest.MonkeyPatch()
-    base_env = stack_module._base_env
-    patch.setattr(stack_module, "_base_env", lambda: {**base_env(), **FAST, **extra})
+    """tests/faults/conftest.py's stack (short job timers, private Redis unless `broker`) plus `extra`
+    (patched in only while the stack starts, as there)."""
     redis_process = None
     if broker is None:
         broker, redis_process = start_redis(tmp_path_factory.mktemp("redis"))
     try:
-        stack = stack_module.start_stack(tmp_path_factory.mktemp("stack") / "instance", broker)
+        patch = pytest.MonkeyPatch()
+        base_env = stack_module._base_env
+        patch.setattr(stack_module, "_base_env", lambda: {**base_env(), **FAST, **extra})
+        try:
+            stack = stack_module.start_stack(tmp_path_factory.mktemp("stack") / "instance", broker)
+        finally:
+            patch.undo()
         try:
             stack.data = stack.shell(SETUP)
             yield stack
@@ -103,7 +107,6 @@ def fault_stack(tmp_path_factory, extra: dict[str, str], broker: str | None = No
     finally:
         if redis_process is not None:
             stop(redis_process)
-        patch.undo()
 
 
 @pytest.fixture(scope="module")
