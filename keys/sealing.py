@@ -95,7 +95,9 @@ def _event(action: str, version: KeyVersion, slot: KeySlot, *, actor, job_id: st
 @transaction.atomic
 def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id: str = "",
                                 keep: dict[str, keystore.KeyBytes] | None = None,
-                                events: EventBatch | None = None) -> list[KeyVersion]:
+                                events: EventBatch | None = None, new_slots: bool = False,
+                                master_versions: Mapping[int, MasterKeyVersion] | None = None,
+                                ) -> list[KeyVersion]:
     """One new pending version per slot of ONE card, with as few Vault round trips as the keystore allows.
 
     Random slots: generated here, wrapped in one Transit batch, stored with one KV write (as
@@ -103,15 +105,24 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
     ``kv-<id>`` refs, so the job need not read them back from Vault (the caller wipes them).
     Diversified slots: rows naming the master's active version; their KCV is filled in by
     `job_keys_unwrap` from the same batch that unwraps the job's keys.
+
+    `new_slots`: the caller inserted these slots in its own transaction (a card registered just now),
+    with `tenant`, `card`, `application` and `master` set on them: no other transaction can see them,
+    so they are neither locked nor asked for their versions (each gets number 1).
+    `master_versions`: each master key's newest active version (by master id), as the caller read it
+    in this transaction, instead of reading them again.
     """
     if not slots:
         return []
-    locked = {s.pk: s for s in KeySlot.objects.select_for_update(of=("self",)).select_related(
-        "tenant", "card", "application", "master").filter(pk__in=[s.pk for s in slots])}
+    if new_slots:
+        locked = {s.pk: s for s in slots}
+    else:
+        locked = {s.pk: s for s in KeySlot.objects.select_for_update(of=("self",)).select_related(
+            "tenant", "card", "application", "master").filter(pk__in=[s.pk for s in slots])}
     if len({s.card_id for s in locked.values()}) != 1:
         raise KeystoreError("pending key versions are created one card at a time")
     ordered = [locked[s.pk] for s in slots]
-    numbers = _next_numbers(ordered)
+    numbers = {slot.pk: 1 for slot in ordered} if new_slots else _next_numbers(ordered)
     versions: list[KeyVersion] = []
     random = [s for s in ordered if s.policy == KeyPolicy.RANDOM]
     if random:
@@ -134,7 +145,7 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
                        details={"ref": version.vault_ref, "source": "cms", "kcv": version.kcv})
     diversified = [s for s in ordered if s.policy == KeyPolicy.DIVERSIFIED]
     if diversified:
-        masters = _active_master_versions(diversified)
+        masters = _active_master_versions(diversified, master_versions)
         rows = KeyVersion.objects.bulk_create([
             KeyVersion(slot=slot, number=numbers[slot.pk], state=VersionState.PENDING,
                        policy=KeyPolicy.DIVERSIFIED, master_version=masters[slot.master_id])
@@ -159,16 +170,20 @@ def _next_numbers(slots: Sequence[KeySlot]) -> dict[int, int]:
     return numbers
 
 
-def _active_master_versions(slots: Sequence[KeySlot]) -> dict[int, MasterKeyVersion]:
-    """Each diversified slot's master key's newest active version, in one query."""
+def _active_master_versions(slots: Sequence[KeySlot], known: Mapping[int, MasterKeyVersion] | None = None,
+                            ) -> dict[int, MasterKeyVersion]:
+    """Each diversified slot's master key's newest active version, in one query (none if `known`)."""
     for slot in slots:
         if slot.master is None:
             raise KeyStateError(f"slot {slot.pk} is diversified but names no master key")
     found: dict[int, MasterKeyVersion] = {}
-    active = MasterKeyVersion.objects.filter(master_id__in={s.master_id for s in slots},
-                                             state=VersionState.ACTIVE).order_by("master_id", "-number")
-    for version in active:
-        found.setdefault(version.master_id, version)
+    if known is not None:
+        found = {s.master_id: known[s.master_id] for s in slots if s.master_id in known}
+    else:
+        active = MasterKeyVersion.objects.filter(master_id__in={s.master_id for s in slots},
+                                                 state=VersionState.ACTIVE).order_by("master_id", "-number")
+        for version in active:
+            found.setdefault(version.master_id, version)
     for slot in slots:
         if slot.master_id not in found:
             raise KeyStateError(f"master key {slot.master.name} has no active version")
@@ -180,7 +195,8 @@ def _active_master_versions(slots: Sequence[KeySlot]) -> dict[int, MasterKeyVers
 @contextmanager
 def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None,
                     known: Mapping[str, bytearray] | None = None,
-                    events: EventBatch | None = None) -> Iterator[dict[str, keystore.KeyBytes]]:
+                    events: EventBatch | None = None,
+                    loaded: Iterable[KeyVersion] = ()) -> Iterator[dict[str, keystore.KeyBytes]]:
     """Every ref of a job's script as plain keys, from ONE Transit batch decrypt; wiped on exit.
 
     All refs must belong to `card` (its key versions, or master versions of its tenant). One
@@ -188,6 +204,8 @@ def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None,
     this process has just generated and stored) are copied from there instead of read back.
     With `events`, the unwrap event joins the caller's batch: it is appended in the caller's
     transaction, which commits (and sends the job) only if the event is written.
+    `loaded`: key versions the caller read (or created) in this transaction, with their slot (and
+    its card, application, tenant) and master version (and its master) attached: not read again.
     """
     wanted = set(refs)
     known = {ref: key for ref, key in (known or {}).items() if ref in wanted}
@@ -195,8 +213,12 @@ def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None,
     parsed = {ref: parse_ref(ref) for ref in refs}
     kv_ids = [ident for kind, ident, _ in parsed.values() if kind == "kv"]
     mkv_ids = [ident for kind, ident, _ in parsed.values() if kind == "mkv"]
-    versions = {v.pk: v for v in KeyVersion.objects.select_related(
-        "slot__card", "slot__application", "slot__tenant", "master_version__master").filter(pk__in=kv_ids)}
+    versions = {v.pk: v for v in loaded if v.pk in set(kv_ids)}
+    unread = [ident for ident in kv_ids if ident not in versions]
+    if unread:
+        versions.update((v.pk, v) for v in KeyVersion.objects.select_related(
+            "slot__card", "slot__application", "slot__tenant", "master_version__master"
+        ).filter(pk__in=unread))
     masters = {m.pk: m for m in MasterKeyVersion.objects.select_related("master").filter(pk__in=mkv_ids)}
     for ident in kv_ids:
         version = versions.get(ident)
@@ -285,20 +307,35 @@ def version_activate(version: KeyVersion, *, grace_days: int, actor=None, job_id
 
 def versions_activate(versions: Sequence[KeyVersion], *, grace_days: int, actor=None, job_id: str = "",
                       evidence: dict | None = None, audit: bool = True,
-                      events: EventBatch | None = None) -> list[dict | None]:
+                      events: EventBatch | None = None,
+                      card_versions: Mapping[int, KeyVersion] | None = None) -> list[dict | None]:
     """`version_activate` for several versions (of different slots) at once: the rows locked in one
     query, the predecessors retired in one UPDATE and the versions activated in another. One change
-    (or None) per version given, in order."""
+    (or None) per version given, in order.
+
+    `card_versions`: every version of the card (by id), which the caller has locked in this
+    transaction with their slot (and its tenant, card, application) attached; the versions given and
+    their predecessors are then taken from it instead of being locked and read again.
+    """
     if not versions:
         return []
-    locked = {v.pk: v for v in KeyVersion.objects.select_for_update(of=("self",)).select_related(
-        "slot__tenant", "slot__card", "slot__application").filter(pk__in={v.pk for v in versions})}
+    if card_versions is not None:
+        locked = {v.pk: card_versions[v.pk] for v in versions if v.pk in card_versions}
+    else:
+        locked = {v.pk: v for v in KeyVersion.objects.select_for_update(of=("self",)).select_related(
+            "slot__tenant", "slot__card", "slot__application").filter(pk__in={v.pk for v in versions})}
     pending = {pk: v for pk, v in locked.items() if v.state == VersionState.PENDING}
     slot_ids = [v.slot_id for v in pending.values()]
     if len(set(slot_ids)) != len(slot_ids):
         raise KeyStateError("two pending versions of one slot cannot both become active")
-    previous = {v.slot_id: v for v in KeyVersion.objects.select_for_update(of=("self",))
-                .filter(slot_id__in=slot_ids, state=VersionState.ACTIVE)} if pending else {}
+    if not pending:
+        previous = {}
+    elif card_versions is not None:
+        previous = {v.slot_id: v for v in card_versions.values()
+                    if v.slot_id in set(slot_ids) and v.state == VersionState.ACTIVE}
+    else:
+        previous = {v.slot_id: v for v in KeyVersion.objects.select_for_update(of=("self",))
+                    .filter(slot_id__in=slot_ids, state=VersionState.ACTIVE)}
     now = timezone.now()
     grace_until = now + timedelta(days=grace_days)
     if previous:

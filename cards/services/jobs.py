@@ -50,7 +50,15 @@ from cards.validators import normalise_hex, validate_uid
 from cms import failpoints
 from cms.errors import KeystoreUnavailable
 from keys import campaigns, sealing, signing
-from keys.models import DiversificationMethod, KeyPolicy, KeySlot, KeyVersion, MasterKey, VersionState
+from keys.models import (
+    DiversificationMethod,
+    KeyPolicy,
+    KeySlot,
+    KeyVersion,
+    MasterKey,
+    MasterKeyVersion,
+    VersionState,
+)
 from keys.models_campaigns import RotationCampaign
 from keys.services import DiversificationContextError
 from readeragent import protocol
@@ -238,9 +246,10 @@ def _chip_type(hint, card: Card | None, order: Order) -> str:
     return ChipType.JCOP4 if order.profile.chip_family == "jcop" else ChipType.DESFIRE_EV2
 
 
-def _claimed(order: Order) -> set[int]:
-    return set(Job.objects.filter(order=order).exclude(state__in=[JobState.REFUSED, JobState.CANCELLED])
-               .values_list("card_id", flat=True))
+def _claimed(order: Order) -> int:
+    """How many cards the order has taken (one row from the database, not one per card)."""
+    return (Job.objects.filter(order=order).exclude(state__in=[JobState.REFUSED, JobState.CANCELLED])
+            .values("card_id").distinct().count())
 
 
 def _match_order(station: Station, uid: str, card: Card | None) -> Order | None:
@@ -262,16 +271,18 @@ def _match_order(station: Station, uid: str, card: Card | None) -> Order | None:
             continue
         if order.station_id == station.pk or (order.station_id is None and order.line and
                                               order.line == station.line):
-            if order.quantity is None or len(_claimed(order)) < order.quantity:
+            if order.quantity is None or _claimed(order) < order.quantity:
                 return order
     return None
 
 
-def _ensure_layout(card: Card, spec: dict, *, new_card: bool = False) -> None:
+def _ensure_layout(card: Card, spec: dict, *, new_card: bool = False,
+                   masters: list[MasterKey] | None = None) -> list[KeySlot]:
     """Applications, files and key slots the profile declares, recorded for this card (idempotent).
 
     The card's row is locked (or was just created) by the caller, so what is missing is inserted in
-    one statement per table; a card just created has nothing yet and is not even asked.
+    one statement per table; a card just created has nothing yet and is not even asked. Returns the
+    key slots inserted now, with their tenant, card, application and master attached.
     """
     apps: dict[str, Application] = {}
     if not new_card:
@@ -304,19 +315,21 @@ def _ensure_layout(card: Card, spec: dict, *, new_card: bool = False) -> None:
                                        for s in KeySlot.objects.filter(card=card)}
     wanted = [s for s in slot_specs(spec)
               if ((apps[s.aid].pk if s.aid else None), s.role, s.key_no) not in existing]
-    masters = {m.name: m for m in MasterKey.objects.filter(tenant_id=card.tenant_id)} \
-        if any(s.master for s in wanted) else {}
+    if masters is None:
+        masters = list(MasterKey.objects.filter(tenant_id=card.tenant_id)) if any(s.master for s in wanted) \
+            else []
+    by_name = {m.name: m for m in masters}
     slots = []
     for spec_slot in wanted:
-        master = masters.get(spec_slot.master) if spec_slot.master else None
+        master = by_name.get(spec_slot.master) if spec_slot.master else None
         if spec_slot.policy == KeyPolicy.DIVERSIFIED and master is None:
             raise Refused("profile", f"master key {spec_slot.master!r} does not exist")
-        slots.append(KeySlot(tenant_id=card.tenant_id, card=card,
+        slots.append(KeySlot(tenant=card.tenant, card=card,
                              application=apps[spec_slot.aid] if spec_slot.aid else None,
                              role=spec_slot.role, key_no=spec_slot.key_no, policy=spec_slot.policy,
                              master=master if spec_slot.policy == KeyPolicy.DIVERSIFIED else None,
                              label=spec_slot.label))
-    KeySlot.objects.bulk_create(slots)
+    return KeySlot.objects.bulk_create(slots)
 
 
 def slot_label(slot: KeySlot) -> str:
@@ -327,16 +340,43 @@ def slot_label(slot: KeySlot) -> str:
     return f"picc.{slot.key_no}"
 
 
-def ledger_for(card: Card | None, tenant_id: int) -> Ledger:
-    """The compiler's view of a card: its key versions, its tenant's masters, what earlier jobs did."""
-    ledger = Ledger()
-    for master in MasterKey.objects.filter(tenant_id=tenant_id).prefetch_related("versions"):
+def _tenant_masters(tenant_id: int) -> list[MasterKey]:
+    """The tenant's master keys with their versions (two queries), each version knowing its master."""
+    masters = list(MasterKey.objects.filter(tenant_id=tenant_id).prefetch_related("versions"))
+    for master in masters:
+        for version in master.versions.all():
+            version.master = master
+    return masters
+
+
+def _active_versions(masters: list[MasterKey]) -> dict[int, MasterKeyVersion]:
+    """Each master key's newest active version, by master id (masters without one are left out)."""
+    found = {}
+    for master in masters:
         active = [v for v in master.versions.all() if v.state == VersionState.ACTIVE]
         if active:
-            ledger.masters[master.name] = max(active, key=lambda v: v.number).pk
+            found[master.pk] = max(active, key=lambda v: v.number)
+    return found
+
+
+def ledger_for(card: Card | None, tenant_id: int, *, masters: list[MasterKey] | None = None,
+               new_card: bool = False) -> Ledger:
+    """The compiler's view of a card: its key versions, its tenant's masters, what earlier jobs did.
+
+    `masters`: the tenant's `_tenant_masters`, if the caller has them. `new_card`: the card was
+    registered in the caller's transaction, so it has no versions and no jobs to read.
+    """
+    ledger = Ledger()
+    masters = _tenant_masters(tenant_id) if masters is None else masters
+    for master in masters:
+        active = _active_versions([master]).get(master.pk)
+        if active is not None:
+            ledger.masters[master.name] = active.pk
     if card is None or card.pk is None:
         return ledger
     ledger.probe_required = card.probe_required
+    if new_card:
+        return ledger
     labels: dict[int, str] = {}
     for slot in KeySlot.objects.filter(card=card).select_related("application"):
         labels[slot.pk] = slot_label(slot)
@@ -547,6 +587,7 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
         if card is not None:
             if card.tenant_id != station.tenant_id:
                 raise Refused("tenant", "the card belongs to another tenant than the station")
+            card.tenant = station.tenant  # the same row, already read with the station
             if card.state in REFUSED_CARD_STATES:
                 raise Refused("card_state", f"the card is {card.state}: a person must release it first")
             _adopt_kdd(card, kdd)
@@ -565,23 +606,28 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
             raise Refused("no_order", "no open order for this card at this station")
         new_card = card is None
         if card is None:
-            card = Card(tenant_id=station.tenant_id, uid=uid, chip_type=_chip_type(chip_hint, None, order),
-                        atr=atr[:66], profile=profile, kdd=kdd)
+            # Registered as it will be sent a job (provisioning, seen now at this station): no second
+            # write of the row unless the plan turns out empty. Nobody sees it before the commit.
+            card = Card(tenant=station.tenant, uid=uid, chip_type=_chip_type(chip_hint, None, order),
+                        atr=atr[:66], profile=profile, kdd=kdd, state=CardState.PROVISIONING,
+                        last_station=station, last_seen_at=timezone.now())
             # the tenant and profile rows are the station's and the order's (no lookups), and the UID's
             # uniqueness is the database's (an IntegrityError here is a concurrent presentation)
-            card.full_clean(exclude=["tenant", "profile"], validate_unique=False)
+            card.full_clean(exclude=["tenant", "profile", "last_station"], validate_unique=False)
             card.save()
             _station_event("card.registered", station, card_uid=uid, events=events,
                            details={"chip_type": card.chip_type, "order": order.pk})
         if not profile.accepts_chip(card.chip_type):
             raise Refused("profile", f"profile {profile} is for {profile.chip_family} cards, "
                                      f"not {card.chip_type}")
-        _ensure_layout(card, profile.spec, new_card=new_card)
+        masters = _tenant_masters(card.tenant_id)
+        created_slots = _ensure_layout(card, profile.spec, new_card=new_card, masters=masters)
         fresh: dict[str, bytearray] = {}  # random keys generated for this job, handed to the sealing
         try:
             return _plan_and_send(station=station, card=card, order=order, profile=profile, uid=uid, atr=atr,
                                   presentation_key=presentation_key, resumes=resumes, fresh=fresh,
-                                  events=events)
+                                  events=events, new_card=new_card, masters=masters,
+                                  created_slots=created_slots)
         except DiversificationContextError as exc:
             # no guess, no padding: no job is made and the card row is not kept (atomic)
             raise Refused("diversification", str(exc)) from None
@@ -590,19 +636,29 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
 
 
 def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key, resumes,
-                   fresh: dict[str, bytearray], events: EventBatch) -> tuple[Job | None, dict | None]:
+                   fresh: dict[str, bytearray], events: EventBatch, new_card: bool = False,
+                   masters: list[MasterKey] | None = None, created_slots: list[KeySlot] | None = None,
+                   ) -> tuple[Job | None, dict | None]:
+    """`new_card`: registered in this transaction, with every slot in `created_slots` (nothing of it
+    is read back); `masters`: the tenant's `_tenant_masters`, read once for the layout and the ledger."""
+    masters = _tenant_masters(card.tenant_id) if masters is None else masters
+    created: list[KeyVersion] = []
     try:
-        ledger = ledger_for(card, card.tenant_id)
+        ledger = ledger_for(card, card.tenant_id, masters=masters, new_card=new_card)
         plan = compile_plan(card, profile, ledger)
         if plan.probe and plan.empty:
             # nothing known to be in flight: the probe has nothing to ask
             card.probe_required = ledger.probe_required = False
             plan = compile_plan(card, profile, ledger)
         if plan.needs_versions:
-            slots = {slot_label(s): s
-                     for s in KeySlot.objects.filter(card=card).select_related("application")}
+            if new_card:
+                slots = {slot_label(s): s for s in created_slots or []}
+            else:
+                slots = {slot_label(s): s
+                         for s in KeySlot.objects.filter(card=card).select_related("application")}
             created = sealing.key_versions_create_pending(
-                slots=[slots[s.label] for s in plan.needs_versions], actor=None, keep=fresh, events=events)
+                slots=[slots[s.label] for s in plan.needs_versions], actor=None, keep=fresh, events=events,
+                new_slots=new_card, master_versions=_active_versions(masters))
             for version in created:
                 ledger.pending[slot_label(version.slot)] = Held(version.pk, version.number)
             plan = compile_plan(card, profile, ledger)
@@ -610,9 +666,10 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
         raise Refused("profile", str(exc)) from None
     if not plan.ready:
         raise Refused("profile", "the plan still names keys that have no version")
-    card.atr = atr[:66] or card.atr
-    card.last_station, card.last_seen_at = station, timezone.now()
-    card.profile = profile
+    if not new_card:  # a new card was registered with these already
+        card.atr = atr[:66] or card.atr
+        card.last_station, card.last_seen_at = station, timezone.now()
+        card.profile = profile
     if plan.empty:
         if card.state != CardState.ACTIVE:
             card.state = CardState.ACTIVE
@@ -620,29 +677,31 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
         return None, None
     if card.state == CardState.NEW:
         card.state = CardState.PROVISIONING
-    card.save()
+    if not new_card:
+        card.save()
     if order is not None and order.state == OrderState.OPEN:
         order.state = OrderState.IN_PROGRESS
         order.save(update_fields=["state", "updated_at"])
-    if resumes is None:
+    if resumes is None and not new_card:
         resumes = (card.jobs.filter(state__in=[JobState.INTERRUPTED, JobState.FAILED])
                    .order_by("-created_at").first())
-    job = Job.objects.create(tenant_id=card.tenant_id, order=order, card=card, station=station,
-                             resumes=resumes,
-                             script=plan.script, script_digest=protocol.script_digest(plan.script),
-                             script_version=protocol.SCRIPT_VERSION, presentation_key=presentation_key)
+    # The row is inserted once, dispatched, after the keys are sealed and the envelope signed (its id
+    # is made here); a failure before that rolls back everything this transaction wrote.
+    job = Job(tenant_id=card.tenant_id, order=order, card=card, station=station, resumes=resumes,
+              script=plan.script, script_digest=protocol.script_digest(plan.script),
+              script_version=protocol.SCRIPT_VERSION, presentation_key=presentation_key)
     _station_event("job.created", station, job_id=str(job.id), card_uid=uid, events=events,
                    details={"order": order.pk if order else None, "profile": str(profile),
                             "probe": plan.probe,
                             "steps": len(plan.steps), "refs": plan.refs,
                             "resumes": str(resumes.id) if resumes else ""})
-    envelope = _seal_and_sign(job, card, station, plan, fresh, events)
+    envelope = _seal_and_sign(job, card, station, plan, fresh, events, loaded=created)
     job.move_to(JobState.DISPATCHED)
     job.dispatched_at = timezone.now()
     # a job resuming one that never finished is the same work delivered again: the count carries over
     job.deliveries = 1 + (resumes.deliveries if resumes is not None and resumes.state == JobState.FAILED
                           and (resumes.error or {}).get("kind") == NO_RESULT else 0)
-    job.save(update_fields=["state", "dispatched_at", "deliveries", "updated_at"])
+    job.save(force_insert=True)
     transaction.on_commit(lambda: dispatch(station.queue, envelope))
     return job, envelope
 
@@ -656,17 +715,17 @@ def _envelope_card(card: Card) -> dict:
 
 
 def _seal_and_sign(job: Job, card: Card, station: Station, plan: Plan, fresh: dict[str, bytearray],
-                   events: EventBatch | None = None) -> dict:
+                   events: EventBatch | None = None, loaded: list[KeyVersion] | None = None) -> dict:
     issued_at = int(time.time())
     expires_at = issued_at + job_ttl_seconds()
     with sealing.job_keys_unwrap(card=card, refs=plan.refs, job_id=str(job.id), known=fresh,
-                                 events=events) as keys:
+                                 events=events, loaded=loaded or ()) as keys:
         sealed = sealing.seal_for_station(keys, hpke_public_key_hex=station.hpke_public_key,
                                           job_id=str(job.id), station=station.code, expires_at=expires_at)
     envelope = {"v": protocol.PROTOCOL_VERSION, "job_id": str(job.id), "station": station.code,
                 "tenant": card.tenant.slug, "issued_at": issued_at, "expires_at": expires_at,
                 "card": _envelope_card(card), "script": plan.script,
-                "script_digest": protocol.script_digest(plan.script), "sealed_keys": sealed}
+                "script_digest": job.script_digest, "sealed_keys": sealed}
     return signing.sign_document(envelope)
 
 
@@ -847,8 +906,7 @@ def _count_redelivery(job_pk) -> dict | None:
 
 
 def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
-    job = (Job.objects.select_for_update(of=("self",)).select_related("station__tenant", "card", "order")
-           .get(pk=job_pk))
+    job = Job.objects.select_for_update(of=("self",)).select_related("station__tenant").get(pk=job_pk)
     late = job.state not in (JobState.DISPATCHED, JobState.RUNNING)
     if late and not (job.refused_unrun() and result["state"] != JobState.REFUSED):
         raise Refused("replay", f"job {job.id} is already {job.state}")
@@ -856,6 +914,8 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
     if late and Job.objects.filter(card_id=card.pk, created_at__gt=job.created_at).exists():
         raise Refused("replay", f"job {job.id} is already {job.state} and the card has a newer job")
     station = job.station
+    if card.tenant_id == station.tenant_id:
+        card.tenant = station.tenant  # the same row, already read with the job
     steps = (job.script or {}).get("steps", [])
     entries = []
     for entry in result.get("steps", []):
@@ -868,7 +928,12 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
     probe = _is_probe(job.script)
     common = {"job_id": str(job.id), "card_uid": card.uid}
     grace = settings.KEY_GRACE_PERIOD_DAYS
-    versions_by_id = {v.pk: v for v in KeyVersion.objects.filter(slot__card=card)}
+    # every version of the card, locked (after the card, as versions_activate would): what the result
+    # activates and what that retires are among them, so neither is read again
+    versions_by_id = {v.pk: v for v in KeyVersion.objects.select_for_update(of=("self",)).select_related(
+        "slot__application").filter(slot__card=card)}
+    for version in versions_by_id.values():
+        version.slot.card, version.slot.tenant = card, card.tenant
     probe_answers = 0
     activated: list[int] = []  # KeyVersion ids this result made active (campaigns follow them)
     proven: list[tuple[dict, list[KeyVersion]]] = []  # (a step's event details, the versions it proved)
@@ -910,7 +975,9 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
             probe_answers += _resolve_probe(card, step, observed, grace, str(job.id), events, activated)
     if proven:
         changes = iter(sealing.versions_activate([v for _, versions in proven for v in versions],
-                                                 grace_days=grace, job_id=str(job.id), audit=False))
+                                                 grace_days=grace, job_id=str(job.id), audit=False,
+                                                 # a probe may have moved some already (re-read)
+                                                 card_versions=None if probe else versions_by_id))
         for details, versions in proven:
             moved = [(version, next(changes)) for version in versions]
             details["activated"] = [change for _, change in moved if change]
@@ -942,7 +1009,9 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
     job.error = error
     job.trace = _sanitise_trace(result.get("trace"), steps)
     job.finished_at = timezone.now()
-    job.save()
+    # not the script (the largest field, unchanged since the job was made): it is not written again
+    job.save(update_fields=["state", "stage_reached", "steps_done", "result", "error", "trace", "finished_at",
+                            "updated_at"])
     follow_up = False
     if auth_failure:
         card.state = CardState.QUARANTINED
