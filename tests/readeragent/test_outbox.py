@@ -69,3 +69,18 @@ def test_sent_results_leave_the_outbox_after_their_window(ledger):
     assert ledger.outbox_recent(now=1400.0) == []
     assert [d["job_id"] for d in ledger.outbox_unsent()] == ["b"]
     assert ledger.outbox_counts() == {"unsent": 1, "kept": 1}
+
+
+def test_a_failed_publish_then_a_good_one_makes_the_consumer_reconnect(identity, ledger, cms_queue):
+    """What BrokerWatch checks in the consumer's loop: the broker went away and came back (seen by the
+    publishes, the monitor's included); a new connection of the consumer clears it."""
+    agent = Agent(identity, ledger.path.parent, None, make_app(DEAD), ledger)
+    assert not agent.broker_came_back()
+    with pytest.raises(Exception):  # noqa: B017, PT011 - kombu's OperationalError
+        agent.send("cms.station_report", {"v": 1})
+    assert agent.broker_failed_at and not agent.broker_came_back()  # still away
+    agent.app = make_app(BROKER)
+    agent.send("cms.station_report", {"v": 1})
+    assert agent.broker_came_back()
+    agent.on_broker_connected()
+    assert not agent.broker_came_back() and agent.broker_connections == 1
