@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, mixins, pagination, serializers, viewsets
+from rest_framework import exceptions, mixins, serializers, viewsets
 
 from audit.models import AuditEvent
 from audit.selectors import audit_event_list
+from cms.api import StrictLimitOffsetPagination
 
 
 class AuditEventOutput(serializers.ModelSerializer):
@@ -36,7 +37,7 @@ class AuditEventFilter(serializers.Serializer):
         return attrs
 
 
-class AuditPagination(pagination.LimitOffsetPagination):
+class AuditPagination(StrictLimitOffsetPagination):
     max_limit = 500
 
 
@@ -48,7 +49,9 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def get_queryset(self):
         if self.action != "list":
             return audit_event_list(actor=self.request.user)
-        filters = AuditEventFilter(data=self.request.query_params)
+        # A plain dict: as a QueryDict, DRF would read an empty `?action=` as "not given" (the schema says
+        # at least one character).
+        filters = AuditEventFilter(data=self.request.query_params.dict())
         filters.is_valid(raise_exception=True)
         return audit_event_list(actor=self.request.user, filters=filters.validated_data)
 

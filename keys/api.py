@@ -1,10 +1,10 @@
 """Key metadata over the API, read only: slots, versions, master keys; never a vault_ref or a wrapped key."""
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers
 
-from cards.api.base import ScopedViewSet
+from cards.api.base import AID_PATTERN, ScopedViewSet, id_filter, uid_filter
 from keys.models import KeySlot, KeyVersion, MasterKey, MasterKeyVersion, VersionState
 from keys.selectors import key_slot_list, key_version_list, master_key_list
 
@@ -52,14 +52,23 @@ class MasterKeyOutput(serializers.ModelSerializer):
         fields = ["id", "tenant", "name", "method", "created_at", "versions"]
 
 
+class KeySlotFilter(serializers.Serializer):
+    card_uid = uid_filter()
+    aid = serializers.RegexField(AID_PATTERN, required=False, help_text="3-16 bytes in hex")
+
+
+class KeyVersionFilter(serializers.Serializer):
+    slot = id_filter(source="slot_id")
+    state = serializers.ChoiceField(choices=VersionState.choices, required=False)
+
+
 class KeySlotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
     serializer_class = KeySlotOutput
 
     def get_queryset(self):
-        params = self.request.query_params
-        return key_slot_list(actor=self.actor, card_uid=params.get("card_uid"), aid=params.get("aid"))
+        return key_slot_list(actor=self.actor, **self.list_filters(KeySlotFilter))
 
-    @extend_schema(parameters=[OpenApiParameter("card_uid", str), OpenApiParameter("aid", str)])
+    @extend_schema(parameters=[KeySlotFilter])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
@@ -68,13 +77,9 @@ class KeyVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Scoped
     serializer_class = KeyVersionOutput
 
     def get_queryset(self):
-        params = self.request.query_params
-        slot = params.get("slot", "")
-        return key_version_list(actor=self.actor, state=params.get("state"),
-                                slot_id=int(slot) if slot.isdigit() and len(slot) < 19 else None)
+        return key_version_list(actor=self.actor, **self.list_filters(KeyVersionFilter))
 
-    @extend_schema(parameters=[OpenApiParameter("slot", int),
-                               OpenApiParameter("state", str, enum=VersionState.values)])
+    @extend_schema(parameters=[KeyVersionFilter])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from cards.api.base import ScopedPkField, ScopedViewSet, TenantField, resolve_tenant
+from cards.api.base import ScopedPkField, ScopedViewSet, TenantField, id_filter, resolve_tenant
 from cards.selectors import api_token_list, membership_list, service_account_list
 from cards.services.access import (
     SERVICE_ACCOUNT_ROLES,
@@ -140,15 +140,17 @@ class ApiTokenInput(serializers.Serializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
 
+class ApiTokenFilter(serializers.Serializer):
+    account = id_filter(source="account_id")
+
+
 class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
     serializer_class = ApiTokenOutput
 
     def get_queryset(self):
-        account = self.request.query_params.get("account", "")
-        return api_token_list(actor=self.actor,
-                              account_id=int(account) if account.isdigit() and len(account) < 19 else None)
+        return api_token_list(actor=self.actor, **self.list_filters(ApiTokenFilter))
 
-    @extend_schema(parameters=[OpenApiParameter("account", int)])
+    @extend_schema(parameters=[ApiTokenFilter])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 

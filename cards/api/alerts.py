@@ -33,11 +33,7 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewS
     serializer_class = AlertOutput
 
     def get_queryset(self):
-        if self.action != "list":
-            return alert_list(actor=self.actor)
-        filters = AlertFilter(data=self.request.query_params)
-        filters.is_valid(raise_exception=True)
-        return alert_list(actor=self.actor, **filters.validated_data)
+        return alert_list(actor=self.actor, **self.list_filters(AlertFilter))
 
     @extend_schema(parameters=[AlertFilter])
     def list(self, request, *args, **kwargs):

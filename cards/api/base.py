@@ -8,12 +8,13 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import exceptions, pagination, parsers, serializers, viewsets
+from rest_framework import exceptions, parsers, serializers, viewsets
+from rest_framework.fields import empty
 
 from cards.models import Tenant
 from cards.profiles import ProfileSpecError
 from cards.services.orders import IdempotencyConflict
-from cms.api import Conflict
+from cms.api import Conflict, StrictLimitOffsetPagination
 from cms.scoping import restrict, tenant_ids
 
 MAX_PK = 2**63 - 1  # the largest bigint: a larger id cannot exist, and the database refuses it
@@ -50,12 +51,8 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
                 "description": "a service account's API token: `Authorization: Bearer cms_<prefix>_<secret>`"}
 
 
-class Pagination(pagination.LimitOffsetPagination):
+class Pagination(StrictLimitOffsetPagination):
     max_limit = 500
-
-    def get_offset(self, request):
-        # An offset past a bigint makes the database raise; no caller has that many rows anyway.
-        return min(super().get_offset(request), 2**31)
 
 
 class ScopedViewSet(viewsets.GenericViewSet):
@@ -68,6 +65,15 @@ class ScopedViewSet(viewsets.GenericViewSet):
     @property
     def actor(self):
         return self.request.user
+
+    def list_filters(self, filters: type[serializers.Serializer]) -> dict:
+        """The list's query-string filters, validated (a bad one is a 400 naming it); {} for other actions."""
+        if self.action != "list":
+            return {}
+        # A plain dict (the last value of each): as a QueryDict, DRF would read `?state=` as "not given".
+        data = filters(data=self.request.query_params.dict())
+        data.is_valid(raise_exception=True)
+        return data.validated_data
 
     def get_object(self):
         lookup = self.kwargs.get(self.lookup_url_kwarg or self.lookup_field, "")
@@ -112,6 +118,30 @@ class ScopedPkField(serializers.RelatedField):
 
     def to_representation(self, value):
         return value.pk
+
+
+UID_PATTERN = r"^(?:[0-9A-Fa-f]{8}|[0-9A-Fa-f]{14}|[0-9A-Fa-f]{20})$"
+AID_PATTERN = r"^(?:[0-9A-Fa-f]{2}){3,16}$"
+
+
+def uid_filter(**kwargs) -> serializers.RegexField:
+    return serializers.RegexField(UID_PATTERN, required=False, help_text="4, 7 or 10 bytes in hex", **kwargs)
+
+
+def id_filter(**kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=1, max_value=MAX_PK, required=False, **kwargs)
+
+
+class QueryBooleanField(serializers.BooleanField):
+    """`true` or `false` in a query string. Absent stays absent (DRF reads a missing form box as False)."""
+
+    default_empty_html = empty
+
+    def to_internal_value(self, data):
+        text = data.lower() if isinstance(data, str) else data
+        if text in ("true", "false"):
+            return text == "true"
+        self.fail("invalid", input=data)
 
 
 _SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}")

@@ -1,11 +1,19 @@
 """Cards and what is recorded on them: applications (AIDs) and files."""
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.response import Response
 
-from cards.api.base import ScopedPkField, ScopedViewSet, TenantField, resolve_tenant
+from cards.api.base import (
+    UID_PATTERN,
+    ScopedPkField,
+    ScopedViewSet,
+    TenantField,
+    id_filter,
+    resolve_tenant,
+    uid_filter,
+)
 from cards.models import Application, Card, CardFile, CardProfile
 from cards.models.cards import AppKind, CardState, ChipType, CommMode, FileType, KeyType
 from cards.selectors import application_list, card_file_list, card_list
@@ -22,12 +30,26 @@ class CardOutput(serializers.ModelSerializer):
                   "probe_required", "last_station", "last_seen_at", "created_at", "updated_at"]
 
 
+class CardFilter(serializers.Serializer):
+    uid = uid_filter()
+    state = serializers.ChoiceField(choices=CardState.choices, required=False)
+
+
+class ApplicationFilter(serializers.Serializer):
+    card_uid = uid_filter()
+
+
+class CardFileFilter(serializers.Serializer):
+    application = id_filter()
+
+
 class CardInput(serializers.Serializer):
     tenant = TenantField(action="manage", required=False)
-    uid = serializers.RegexField(r"^(?:[0-9A-Fa-f]{8}|[0-9A-Fa-f]{14}|[0-9A-Fa-f]{20})$",
-                                 help_text="4, 7 or 10 bytes in hex")
+    uid = serializers.RegexField(UID_PATTERN, help_text="4, 7 or 10 bytes in hex")
     chip_type = serializers.ChoiceField(choices=ChipType.choices)
-    atr = serializers.RegexField(r"^(?:[0-9A-Fa-f]{2}){0,33}$", required=False, default="", allow_blank=True)
+    # 1..33 bytes or blank: with {0,33} the schema's oneOf (pattern | "") matched "" twice, i.e. not at all.
+    atr = serializers.RegexField(r"^(?:[0-9A-Fa-f]{2}){1,33}$", required=False, default="", allow_blank=True,
+                                 help_text="answer to reset in hex, up to 33 bytes; empty if unknown")
     profile = ScopedPkField(CardProfile, action="manage", required=False, allow_null=True)
 
 
@@ -35,11 +57,9 @@ class CardViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSe
     serializer_class = CardOutput
 
     def get_queryset(self):
-        params = self.request.query_params
-        return card_list(actor=self.actor, uid=params.get("uid"), state=params.get("state"))
+        return card_list(actor=self.actor, **self.list_filters(CardFilter))
 
-    @extend_schema(parameters=[OpenApiParameter("uid", str),
-                               OpenApiParameter("state", str, enum=CardState.values)])
+    @extend_schema(parameters=[CardFilter])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
@@ -78,9 +98,9 @@ class ApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Scope
     serializer_class = ApplicationOutput
 
     def get_queryset(self):
-        return application_list(actor=self.actor, card_uid=self.request.query_params.get("card_uid"))
+        return application_list(actor=self.actor, **self.list_filters(ApplicationFilter))
 
-    @extend_schema(parameters=[OpenApiParameter("card_uid", str)])
+    @extend_schema(parameters=[ApplicationFilter])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
@@ -118,12 +138,10 @@ class CardFileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVi
     serializer_class = CardFileOutput
 
     def get_queryset(self):
-        application = self.request.query_params.get("application", "")
-        return card_file_list(actor=self.actor,
-                              application_id=int(application) if application.isdigit() and
-                              len(application) < 19 else None)
+        filters = self.list_filters(CardFileFilter)
+        return card_file_list(actor=self.actor, application_id=filters.get("application"))
 
-    @extend_schema(parameters=[OpenApiParameter("application", int)])
+    @extend_schema(parameters=[CardFileFilter])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 

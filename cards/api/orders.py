@@ -9,7 +9,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, serializers, status
 from rest_framework.response import Response
 
-from cards.api.base import ScopedPkField, ScopedViewSet, TenantField, resolve_tenant
+from cards.api.base import ScopedPkField, ScopedViewSet, TenantField, id_filter, resolve_tenant, uid_filter
 from cards.models import CardProfile, Job, Order, Station
 from cards.models.orders import JobState, OrderState
 from cards.selectors import job_list, order_list
@@ -47,13 +47,23 @@ class _TenantOnly(serializers.Serializer):
     tenant = TenantField(action="operate", required=False)
 
 
+class OrderFilter(serializers.Serializer):
+    state = serializers.ChoiceField(choices=OrderState.choices, required=False)
+
+
+class JobFilter(serializers.Serializer):
+    state = serializers.ChoiceField(choices=JobState.choices, required=False)
+    order = id_filter(source="order_id")
+    card_uid = uid_filter()
+
+
 class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
     serializer_class = OrderOutput
 
     def get_queryset(self):
-        return order_list(actor=self.actor, state=self.request.query_params.get("state"))
+        return order_list(actor=self.actor, **self.list_filters(OrderFilter))
 
-    @extend_schema(parameters=[OpenApiParameter("state", str, enum=OrderState.values)])
+    @extend_schema(parameters=[OrderFilter])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
@@ -107,13 +117,9 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet
         return JobDetailOutput if self.action == "retrieve" else JobOutput
 
     def get_queryset(self):
-        params = self.request.query_params
-        order = params.get("order", "")
-        return job_list(actor=self.actor, state=params.get("state"), card_uid=params.get("card_uid"),
-                        order_id=int(order) if order.isdigit() and len(order) < 19 else None)
+        return job_list(actor=self.actor, **self.list_filters(JobFilter))
 
-    @extend_schema(parameters=[OpenApiParameter("state", str, enum=JobState.values),
-                               OpenApiParameter("order", int), OpenApiParameter("card_uid", str)])
+    @extend_schema(parameters=[JobFilter])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 

@@ -1,12 +1,12 @@
 """Card profiles: list, read, create a (new version of a) profile, validate a spec, deactivate."""
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from cards.api.base import ScopedViewSet, TenantField, resolve_tenant
+from cards.api.base import QueryBooleanField, ScopedViewSet, TenantField, resolve_tenant
 from cards.models import CardProfile
 from cards.profiles import MAX_SPEC_BYTES
 from cards.selectors import profile_list
@@ -41,15 +41,18 @@ class SpecCheckOutput(serializers.Serializer):
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
 
 
+class ProfileFilter(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    active = QueryBooleanField(required=False)
+
+
 class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
     serializer_class = ProfileOutput
 
     def get_queryset(self):
-        params = self.request.query_params
-        active = {"true": True, "false": False}.get(params.get("active", ""))
-        return profile_list(actor=self.actor, name=params.get("name"), active=active)
+        return profile_list(actor=self.actor, **self.list_filters(ProfileFilter))
 
-    @extend_schema(parameters=[OpenApiParameter("name", str), OpenApiParameter("active", bool)])
+    @extend_schema(parameters=[ProfileFilter])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
