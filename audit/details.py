@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import re
 import uuid
 from typing import Any
@@ -34,6 +35,7 @@ _SPLIT = re.compile(r"[^a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of a few dozen distinct names, asked for every event
 def name_is_sensitive(name: str) -> bool:
     words = [w for w in _SPLIT.split(_CAMEL.sub("_", str(name)).lower()) if w]
     if not words or words[-1] in _METADATA_WORDS:

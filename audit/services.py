@@ -135,7 +135,12 @@ class EventBatch:
         self.pending: list[dict] = []
 
     def add(self, **fields) -> None:
-        _build_event(**fields)  # fail at the call site (bad action, actor) rather than at flush
+        # fail at the call site (bad action, actor) rather than at flush; the event itself is built at
+        # flush, once, because callers may still add to its details dict until then
+        action = fields.get("action")
+        if not action or len(action) > 64:
+            raise AuditError("action must be 1 to 64 characters")
+        _actor_fields(fields.get("actor"), fields.get("actor_type"), fields.get("actor_name"))
         self.pending.append(fields)
 
     def flush(self) -> list[AuditEvent]:

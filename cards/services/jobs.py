@@ -67,6 +67,7 @@ log = structlog.get_logger(__name__)
 
 REPORT_TYPES = ("card_presented", "card_removed", "heartbeat")
 REPORT_MAX_SKEW_SECONDS = 300
+STATION_SEEN_RESOLUTION = 1.0  # seconds: a station's last_seen_at is written at most once a second
 RESULT_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED, JobState.REFUSED)
 OPEN_JOB_STATES = (JobState.CREATED, JobState.DISPATCHED, JobState.RUNNING)
 REFUSED_CARD_STATES = (CardState.QUARANTINED, CardState.REVOKED, CardState.SUSPENDED)
@@ -161,7 +162,11 @@ def station_report_handle(report: dict) -> dict:
         return _refuse("station.report_refused", station, exc, code=str(code or "")[:50],
                        details={"type": str(report.get("type"))[:20] if isinstance(report, dict) else ""})
     now = timezone.now()
-    Station.objects.filter(pk=station.pk).update(last_seen_at=now)
+    seen = station.last_seen_at
+    if seen is None or (now - seen).total_seconds() >= STATION_SEEN_RESOLUTION:
+        # a write (its own commit) per report only when the stored time is stale: online means seen
+        # within 3 heartbeats, so a second's resolution loses nothing
+        Station.objects.filter(pk=station.pk).update(last_seen_at=now)
     _note_station_ip(station, report.get("ips"))
     if report["type"] == "heartbeat":
         return {"status": "ok"}
@@ -169,6 +174,33 @@ def station_report_handle(report: dict) -> dict:
         log.info("station.card_removed", station=station.code, uid=str(report.get("uid", ""))[:20])
         return {"status": "ok"}
     return card_presented(station=station, report=report)
+
+
+def report_unserved(report: dict, exc: Exception) -> dict:
+    """The last try of a station report failed on a backing service (Vault sealed or unreachable, the audit
+    key, the database): nothing was written, its transaction rolled back. A heartbeat is simply dropped. A
+    card presented at a verified station is refused in the audit trail (`card.presentation_refused`, reason
+    `unavailable`) when the trail can be written, so the card that got no job is explained; it gets its job
+    when it is presented again after the service is back (tests/faults/test_vault_seal.py)."""
+    kind = type(exc).__name__
+    reason = str(exc)[:200] if isinstance(exc, KeystoreUnavailable | AuditUnavailable) else kind
+    code = report.get("station") if isinstance(report, dict) else None
+    uid = normalise_hex(str(report.get("uid", "")))[:20] if isinstance(report, dict) else ""
+    if not isinstance(report, dict) or report.get("type") != "card_presented":
+        log.warning("station.report_dropped", station=str(code)[:50], error=kind)
+        return {"status": "dropped", "reason": "unavailable"}
+    try:
+        station = Station.objects.select_related("tenant").filter(code=str(code)).first()
+        if station is None or station.status != StationStatus.APPROVED:
+            raise Refused("station", "unknown or unapproved station")
+        _verify_station_signature(report, station, "report")
+        return _refuse("card.presentation_refused", station,
+                       Refused("unavailable", f"{reason}: nothing was sent; present the card again"),
+                       card_uid=uid)
+    except (Refused, *FOLLOW_UP_LATER) as again:
+        log.error("card.presentation_unserved", station=str(code)[:50], uid=uid, error=kind,
+                  audit=type(again).__name__)
+        return {"status": "refused", "reason": "unavailable", "audited": False}
 
 
 def usable_ip(ips) -> str | None:
