@@ -52,7 +52,16 @@ def cmd_status(args) -> int:
     return 0
 
 
+def forbid_django() -> None:
+    """The station process never loads the CMS's framework. Where Django happens to be installed next to
+    the agent (a development checkout), kombu would still import `django.utils` for its optional JSON
+    support; marking it absent makes that an ImportError kombu expects, and any other import of Django
+    in the agent a loud one. No effect in a process that already imported Django (the CMS's tests)."""
+    sys.modules.setdefault("django", None)  # type: ignore[arg-type]
+
+
 def cmd_run(args) -> int:  # pragma: no cover - a long-running process
+    forbid_django()
     from .monitor import ReaderError
     from .worker import run
 

@@ -44,7 +44,11 @@ def broker_url(explicit: str | None = None) -> str:
 
 
 def make_app(url: str) -> Celery:
-    app = Celery("readeragent", broker=url, set_as_current=False)
+    # fixups=[]: Celery's Django fix-up would otherwise run django.setup() in the agent whenever
+    # DJANGO_SETTINGS_MODULE is in its environment (a station started from the CMS's shell, runstack's
+    # demo, the e2e tests): every CMS model loaded, +50 MiB and more CPU per job, in a process that
+    # must know nothing of the CMS.
+    app = Celery("readeragent", broker=url, set_as_current=False, fixups=[])
     app.conf.update(
         task_serializer="json", accept_content=["json"], result_serializer="json",
         result_backend=None, task_ignore_result=True,
@@ -280,6 +284,21 @@ def flush_outbox_every(agent: Agent, stopping: threading.Event, seconds: float =
             log.exception("outbox flush failed")
 
 
+def start_worker(agent: Agent, *, loglevel: str = "WARNING", name: str = "agent") -> int:
+    """Consume the station's queue until a signal stops the worker (SIGTERM: warm shutdown, the job
+    in hand finishes first): solo pool, prefetch 1, no gossip, mingle or heartbeat (nothing else
+    listens to a station), built directly rather than through the `celery worker` command line, whose
+    sub-commands (shell, amqp repl, graph...) cost a station ~11 MiB it never uses. Returns the exit code."""
+    from celery.utils.nodenames import default_nodename, host_format
+
+    worker = agent.app.Worker(
+        queues=[agent.identity.queue], pool_cls="solo", concurrency=1, prefetch_multiplier=1,
+        without_gossip=True, without_mingle=True, without_heartbeat=True, loglevel=loglevel, quiet=True,
+        hostname=host_format(default_nodename(f"{name}-{agent.identity.station}@%h")))
+    worker.start()
+    return worker.exitcode or 0
+
+
 def status_line(agent: Agent, card_monitor: monitor.CardMonitor | None) -> str:
     s = card_monitor.status if card_monitor is not None else {}
     card = s.get("card") or ("present, no UID" if s.get("present") else "none")
@@ -320,10 +339,7 @@ def run(*, home: Path, reader: str | None, broker: str | None, loglevel: str = "
 
     agent.handle_job = handle_and_show
     try:
-        app.worker_main(["worker", "-Q", identity.queue, "-P", "solo", "-c", "1",
-                         "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
-                         "--without-heartbeat", "-l", loglevel,
-                         "-n", f"agent-{identity.station}@%h"])
+        start_worker(agent, loglevel=loglevel)
     finally:
         stopping.set()
         card_monitor.stop()
