@@ -8,13 +8,13 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import exceptions, parsers, serializers, viewsets
+from rest_framework import exceptions, serializers, viewsets
 from rest_framework.fields import empty
 
 from cards.models import Tenant
 from cards.profiles import ProfileSpecError
 from cards.services.orders import IdempotencyConflict
-from cms.api import Conflict, StrictLimitOffsetPagination
+from cms.api import Conflict, JsonParser, StrictLimitOffsetPagination
 from cms.scoping import restrict, tenant_ids
 
 MAX_PK = 2**63 - 1  # the largest bigint: a larger id cannot exist, and the database refuses it
@@ -26,6 +26,7 @@ _ERROR_CODES = {
     "403": "Authenticated, but not allowed to do this",
     "404": "No such object among those the caller may see",
     "409": "Conflicts with the current state (e.g. an Idempotency-Key reused with another body)",
+    "413": "The body is larger than the server reads (DATA_UPLOAD_MAX_MEMORY_SIZE)",
     "415": "The body is not JSON",
     "503": "A backing service (Vault) is unavailable; nothing was changed",
 }
@@ -59,7 +60,7 @@ class ScopedViewSet(viewsets.GenericViewSet):
     """Querysets come from selectors (scoped); writes call one service each."""
 
     schema = CmsAutoSchema()
-    parser_classes = [parsers.JSONParser]
+    parser_classes = [JsonParser]  # JSON only; too deep: 400
     pagination_class = Pagination
 
     @property

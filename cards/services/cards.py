@@ -57,11 +57,12 @@ def application_create(*, actor, card: Card, kind: str, aid: str, key_settings: 
     if kind == AppKind.DESFIRE:
         if ChipType.family(card.chip_type) != "desfire":
             raise ValidationError({"kind": ["a DESFire application needs a DESFire card"]})
-        validate_desfire_aid(aid)
-    else:
-        if ChipType.family(card.chip_type) != "jcop":
-            raise ValidationError({"kind": ["a GlobalPlatform application needs a JCOP card"]})
-        validate_gp_aid(aid)
+    elif ChipType.family(card.chip_type) != "jcop":
+        raise ValidationError({"kind": ["a GlobalPlatform application needs a JCOP card"]})
+    try:
+        (validate_desfire_aid if kind == AppKind.DESFIRE else validate_gp_aid)(aid)
+    except ValidationError as exc:  # named after the field (was non_field_errors: "AID 4 bytes" said nowhere)
+        raise ValidationError({"aid": exc.messages}) from None
     problem = application_namespace_error(card.tenant, kind, aid)
     if problem:
         raise ValidationError({"aid": [problem]})

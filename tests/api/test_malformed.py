@@ -61,3 +61,72 @@ def test_good_list_filters_and_pages_still_filter(owner, masters, acme):
     assert client.get("/api/v1/cards/?uid=04112233445566").json()["count"] == 1
     assert client.get("/api/v1/profiles/?active=true").status_code == 200
     assert client.get("/api/v1/cards/?limit=100000").status_code == 200  # capped at max_limit, as before
+
+
+@pytest.mark.parametrize("path", ["/api/v1/profiles/", "/api/v1/cards/", "/api/v1/profiles/validate/",
+                                  "/api/v1/orders/", "/api/v1/webhooks/"])
+def test_body_larger_than_the_server_reads_is_a_413_not_a_500(owner, masters, path):
+    # 10 MB: Django refuses past DATA_UPLOAD_MAX_MEMORY_SIZE (RequestDataTooBig, unmapped: a 500 before).
+    body = b'{"name": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    response = client_for(owner).generic("POST", path, body, content_type="application/json",
+                                         HTTP_IDEMPOTENCY_KEY="big-1")
+    assert response.status_code == 413
+    assert "larger than" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("depth", [33, 2000, 100_000])
+@pytest.mark.parametrize("path", ["/api/v1/profiles/", "/api/v1/profiles/validate/", "/api/v1/cards/"])
+def test_json_nested_too_deep_is_a_400_naming_the_limit(owner, masters, path, depth):
+    # 100,000 levels exhausted the decoder's recursion (RecursionError: a 500 before).
+    body = '{"tenant": "acme", "spec": ' + "[" * depth + "]" * depth + "}"
+    response = client_for(owner).generic("POST", path, body, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested deeper than 32" in response.json()["detail"]
+
+
+def test_json_nested_within_the_limit_reaches_the_validator(owner, masters):
+    body = '{"tenant": "acme", "name": "deep", "chip_family": "desfire", "spec": ' + "[" * 30 + "]" * 30 + "}"
+    response = client_for(owner).generic("POST", "/api/v1/profiles/validate/", body,
+                                         content_type="application/json")
+    assert response.status_code in (200, 400)
+    assert "nested deeper" not in response.content.decode()
+
+
+@pytest.mark.parametrize(("kind", "aid"), [
+    ("desfire", "XYZ123"),  # not hex
+    ("desfire", "F0A00"),  # odd number of digits
+    ("desfire", ""),  # empty
+    ("desfire", "F0A00102"),  # DESFire AIDs are 3 bytes (was a 400 under non_field_errors)
+    ("gp", "F0A001"),  # GlobalPlatform AIDs are 5..16 bytes
+    ("gp", "A0" * 17),  # longer than 16 bytes
+    ("desfire", 15770625),  # a number, read as the string "15770625" (4 bytes: was non_field_errors)
+])
+def test_wrong_aid_format_is_a_400_naming_the_aid_and_why(owner, masters, acme, kind, aid):
+    from cards.models import Card
+
+    chip_type = "desfire_ev3" if kind == "desfire" else "jcop4"
+    card = Card.objects.create(tenant=acme, uid="04112233445566", chip_type=chip_type)
+    response = client_for(owner).post("/api/v1/applications/", {"card": card.pk, "kind": kind, "aid": aid},
+                                      format="json")
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert list(body) == ["aid"] and body["aid"] and all(reason.strip() for reason in body["aid"])
+
+
+@pytest.mark.parametrize(("spec", "path"), [
+    ([], "spec"),  # not an object
+    ("desfire", "spec"),
+    ({"schema": 1}, "chip_family"),
+    ({**desfire_spec(), "applications": "none"}, "applications"),
+    ({**desfire_spec(), "applications": [{**desfire_spec()["applications"][0], "aid": "GG0001"}]},
+     "applications[0].aid"),
+    ({**desfire_spec(), "applications": [{**desfire_spec()["applications"][0], "aid": "F0A0011"}]},
+     "applications[0].aid"),
+])
+def test_malformed_profile_is_a_400_naming_the_json_path_and_why(owner, masters, spec, path):
+    response = client_for(owner).post("/api/v1/profiles/", {"name": "bad", "spec": spec}, format="json")
+    assert response.status_code == 400, response.content
+    errors = response.json()["spec"]
+    assert isinstance(errors, dict | list), errors
+    named = errors if isinstance(errors, dict) else {"spec": errors}
+    assert path in named and all(str(reason).strip() for reason in named[path]), named
