@@ -62,6 +62,13 @@ class ProcessSpec:
     essential: bool = True
 
 
+def worker_concurrency() -> int:
+    """CMS_WORKER_CONCURRENCY, else 2 pool processes per core: a card's tasks wait on Vault, the
+    database and Redis for about half their time (bench/pipeline.py), so two per core keep them busy."""
+    value = os.environ.get("CMS_WORKER_CONCURRENCY", "").strip()
+    return max(1, int(value)) if value else 2 * (os.cpu_count() or 1)
+
+
 def core_processes(config: StackConfig) -> list[ProcessSpec]:
     """The CMS roles: web (gunicorn), worker (Celery, queue `cms`) and beat."""
     python = sys.executable
@@ -72,7 +79,11 @@ def core_processes(config: StackConfig) -> list[ProcessSpec]:
                             # its control socket would sit in $HOME, shared by every stack on the machine
                             "--no-control-socket"]),
         ProcessSpec("worker", [python, "-m", "celery", "-A", "cms", "worker", "-Q", "cms",
-                               "--concurrency", "2", "-l", "INFO", "-n", f"cms-{config.port}@%h"]),
+                               "--concurrency", str(worker_concurrency()), "-l", "INFO",
+                               # nothing in the CMS asks workers about each other (no remote control,
+                               # no revoked-task sync): gossip and mingle only cost start-up and chatter
+                               "--without-gossip", "--without-mingle",
+                               "-n", f"cms-{config.port}@%h"]),
         ProcessSpec("beat", [python, "-m", "celery", "-A", "cms", "beat", "-l", "INFO",
                              "-s", str(config.instance_dir / "celerybeat-schedule")]),
     ]
