@@ -10,8 +10,11 @@ after the other: report `card_presented` -> CMS job -> agent runs it -> `cms.job
 
 Printed per configuration: cards/s over the whole run (first report to last result sent), per-card
 latency at the station (report -> result sent; median, p99), time inside the virtual card, the agent's
-own time (verify, unseal, run, sign), and the agents' peak resident memory. The CMS's own time per card
-and its Vault round trips are measured in-process by bench/cms_pipeline.py.
+own time (verify, unseal, run, sign), and the agents' resident memory (after start-up, peak). Then the CPU
+per card by process role (from /proc: CMS worker with its pool, gunicorn, beat, OpenBao, Redis; the agents'
+own rusage split into start-up and the run; the driver), and how many cores that kept busy. The CMS's own
+time per card and its Vault round trips are measured in-process by bench/cms_pipeline.py; the agents
+alone, without the CMS, by bench/agent.py.
 
 Run: .venv/bin/python -m bench.pipeline [--cards 200] [--stations 1,4,16]
 """
@@ -119,12 +122,19 @@ class TimedCard:
             self.seconds += time.perf_counter() - start
 
 
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def station_main(args) -> None:
     from cardsim.desfire import DESFireCard
     from readeragent.identity import Identity
     from readeragent.ledger import ReplayLedger
     from readeragent.monitor import make_report
-    from readeragent.worker import STATION_REPORT, Agent, make_app, register
+    from readeragent.worker import STATION_REPORT, Agent, make_app, register, start_worker
 
     identity = Identity.load(Path(args.home))
     current: dict = {}
@@ -147,6 +157,8 @@ def station_main(args) -> None:
 
     def present() -> None:
         time.sleep(1.0)  # let the worker subscribe
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        started = {"cpu_start_s": usage.ru_utime + usage.ru_stime, "rss_start_kb": _rss_kb()}
         for _ in range(args.cards):
             card = DESFireCard("ev2", picc_key_type="des")
             current.update(transport=TimedCard(card), uid=card.uid.hex().upper())
@@ -159,25 +171,69 @@ def station_main(args) -> None:
                 break
             timings.append({"t0": t0, "t1": time.time(), "card_s": current["transport"].seconds,
                             "agent_s": current["agent_s"], "state": current["state"]})
-        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        Path(args.out).write_text(json.dumps({"timings": timings, "rss_kb": rss_kb}))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        Path(args.out).write_text(json.dumps({"timings": timings, "rss_kb": usage.ru_maxrss,
+                                              "cpu_s": usage.ru_utime + usage.ru_stime, **started}))
         os.kill(os.getpid(), 15)  # warm shutdown of the worker below
 
     threading.Thread(target=present, daemon=True).start()
-    agent.app.worker_main(["worker", "-Q", identity.queue, "-P", "solo", "-c", "1",
-                           "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
-                           "--without-heartbeat", "-l", "WARNING",
-                           "-n", f"bench-{identity.station}@%h"])
+    start_worker(agent, loglevel="WARNING", name="bench")  # as `python -m readeragent run` does
 
 
 # --- the driver ----------------------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_table() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, CPU seconds user+system so far, command line) from /proc (Linux)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK, cmd)
+    return table
+
+
+def _role(cmd: str) -> str:
+    for needle, role in (("celery -A cms worker", "CMS worker"), ("celery -A cms beat", "beat"),
+                         ("gunicorn", "gunicorn"), ("bao", "OpenBao"), ("redis-server", "Redis"),
+                         ("runstack", "runstack")):
+        if needle in cmd:
+            return role
+    return "other"
+
+
+def cpu_sample(roots: list[int]) -> dict[int, tuple[str, float]]:
+    """CPU seconds of every live process under `roots` (the stack and the broker), by pid with its role."""
+    table = _proc_table()
+    wanted, frontier = set(), [pid for pid in roots if pid in table]
+    while frontier:
+        pid = frontier.pop()
+        wanted.add(pid)
+        frontier += [kid for kid, (parent, _, _) in table.items() if parent == pid and kid not in wanted]
+    return {pid: (_role(table[pid][2]), table[pid][1]) for pid in wanted}
+
+
+def cpu_split(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds per role spent between two samples (a process that ended in between is not counted)."""
+    out: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        out[role] = out.get(role, 0.0) + seconds - before.get(pid, (role, 0.0))[1]
+    return out
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_config(stack, profile: int, stations: int, cards: int, work: Path) -> None:
+def run_config(stack, profile: int, stations: int, cards: int, work: Path, roots: list[int]) -> None:
     from readeragent.identity import enroll
 
     per_station = max(1, -(-cards // stations))
@@ -191,6 +247,7 @@ def run_config(stack, profile: int, stations: int, cards: int, work: Path) -> No
                 .replace("@QUANTITY@", str(per_station)))
     children = []
     started = time.time()
+    cpu_before, driver_before = cpu_sample(roots), os.times()
     for code in codes:
         out = homes[code] / "timings.json"
         children.append((out, subprocess.Popen(
@@ -199,11 +256,18 @@ def run_config(stack, profile: int, stations: int, cards: int, work: Path) -> No
             stderr=open(homes[code] / "station.log", "w"))))  # noqa: SIM115
     for _, child in children:
         child.wait(timeout=1800)
-    timings, rss = [], []
+    cpu = cpu_split(cpu_before, cpu_sample(roots))
+    driver_after = os.times()
+    cpu["bench driver"] = sum(driver_after[:2]) - sum(driver_before[:2])
+    timings, rss, rss_start = [], [], []
+    cpu["agents start"], cpu["agents"] = 0.0, 0.0
     for out, _ in children:
         data = json.loads(out.read_text()) if out.exists() else {"timings": [], "rss_kb": 0}
         timings += data["timings"]
         rss.append(data["rss_kb"])
+        rss_start.append(data.get("rss_start_kb", 0))
+        cpu["agents start"] += data.get("cpu_start_s", 0.0)
+        cpu["agents"] += data.get("cpu_s", 0.0) - data.get("cpu_start_s", 0.0)
     ok = [t for t in timings if t.get("state") == "succeeded"]
     if not ok:
         print(f"{stations:>3} stations: no card succeeded; see {work}/*/station.log")
@@ -218,8 +282,14 @@ def run_config(stack, profile: int, stations: int, cards: int, work: Path) -> No
     print(f"{stations:>3} stations, {len(ok):>4}/{len(timings)} cards ok: {rate:6.1f} cards/s | per card "
           f"report->result median {median:6.1f} ms, p99 {p99:6.1f} ms"
           f" | in card {statistics.median(card_ms):5.1f} ms | agent {statistics.median(agent_ms):5.1f} ms "
-          f"| agent peak RSS {max(rss) / 1024:5.1f} MiB | CMS jobs {states} "
+          f"| agent RSS started {max(rss_start) / 1024:5.1f} MiB, peak {max(rss) / 1024:5.1f} MiB "
+          f"| CMS jobs {states} "
           f"| wall {time.time() - started:5.1f} s", flush=True)
+    total = sum(seconds for role, seconds in cpu.items() if role != "agents start")  # before the first card
+    split = ", ".join(f"{role} {seconds * 1000 / len(ok):.1f}"
+                      for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]) if seconds > 0)
+    print(f"      CPU ms per card ok: {split}"
+          f" | total {total * 1000 / len(ok):.1f} ms = {total / (last - first):.2f} cores busy", flush=True)
 
 
 def main() -> None:
@@ -249,10 +319,13 @@ def main() -> None:
     try:
         profile = stack.shell(SETUP.replace("@SPEC@", repr(json.dumps(SPEC))))["profile"]
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"CPU cores: {os.cpu_count()} (load average now {load}); CMS worker concurrency 2 (runstack); "
+        from cms.stack import worker_concurrency
+
+        print(f"CPU cores: {os.cpu_count()} (load average now {load}); CMS worker concurrency "
+              f"{worker_concurrency()} (runstack, CMS_WORKER_CONCURRENCY); "
               f"Redis {BROKER}", flush=True)
         for count in (int(n) for n in args.stations.split(",")):
-            run_config(stack, profile, count, args.cards, work)
+            run_config(stack, profile, count, args.cards, work, [stack.process.pid, redis_process.pid])
     finally:
         stop_stack(stack)
         stop(redis_process)
