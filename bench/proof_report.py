@@ -2,6 +2,9 @@
 category: cases tried, faults injected, failures found and fixed), so the closing note quotes a run.
 
     .venv/bin/python bench/proof_report.py            # after tests/hygiene and tests/faults ran
+
+Tests split in parts (xdist shards: tests/api/test_schemathesis.py, tests/cardproto/test_hostile_answers.py)
+write one file per part with a "group"; the group is printed once, its figures summed.
 """
 from __future__ import annotations
 
