@@ -76,7 +76,16 @@ def _dropped(task, document) -> dict | None:
              ignore_result=True, autoretry_for=TRANSIENT, retry_backoff=1, retry_backoff_max=10,
              retry_jitter=True, max_retries=3)
 def station_report(self, report: dict) -> dict:
-    return _dropped(self, report) or jobs.station_report_handle(report)
+    dropped = _dropped(self, report)
+    if dropped:
+        return dropped
+    try:
+        return jobs.station_report_handle(report)
+    except TRANSIENT as exc:
+        if self.request.retries < self.max_retries:
+            raise  # retried (autoretry_for) with backoff
+        # the last try: a presented card is refused in the audit trail, not left as a worker traceback
+        return jobs.report_unserved(report, exc)
 
 
 @shared_task(bind=True, name="cms.job_result", acks_late=True, reject_on_worker_lost=True,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from cardsim.desfire import DESFireCard
-from tests.e2e.test_pipeline import AID, LEDGER, _api
+from tests.e2e.test_pipeline import AID, _api
 
 OPEN = ("created", "dispatched", "running", "pending")
 
@@ -79,7 +79,27 @@ def card_of(stack, uid: str) -> dict | None:
 
 
 def ledger_of(stack, uid: str) -> list:
-    return stack.shell(LEDGER.replace("@UID@", repr(uid)))
+    """The card's key versions as tests/e2e/test_pipeline.py's LEDGER prints them ([role, key_no, number,
+    state], sorted), from the API (a `manage.py shell` costs seconds of CPU per call)."""
+    response = _api(stack, "GET", "key-slots/", params={"card_uid": uid, "limit": 100})
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+    body = response.json()
+    slots = body["results"] if isinstance(body, dict) else body
+    return sorted([s["role"], s["key_no"], v["number"], v["state"]] for s in slots for v in s["versions"])
+
+
+AUDIT = """
+import json
+from audit.models import AuditEvent
+rows = AuditEvent.objects.filter(card_uid=@UID@, action=@ACTION@).order_by("sequence")
+print("E2E " + json.dumps([(e.details or {}).get("reason") for e in rows]))
+"""
+
+
+def audit_reasons(stack, uid: str, action: str) -> list:
+    """The reasons of the card's audit events with `action`, in order (read in `manage.py shell`: the
+    API's audit trail is for people with the audit permission, not the MES service account)."""
+    return stack.shell(AUDIT.replace("@UID@", repr(uid)).replace("@ACTION@", repr(action)))
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.3):

@@ -61,3 +61,28 @@ def test_a_probe_result_while_vault_is_sealed_defers_its_follow_up_until_vault_i
         assert tasks.job_follow_up.run(probe["job_id"])["next_job"] == made
     assert len(sent) == 3
 
+
+
+def test_a_card_presented_while_vault_is_sealed_is_refused_in_the_audit_trail_on_the_last_try(
+        cms, station, desfire_profile, order_for, sent, vault):
+    from audit.chainkey import chain_key
+    from audit.models import AuditEvent
+
+    order_for(desfire_profile)
+    chain_key()  # this process has written events before (a worker that ran any task has)
+    report = station.report("card_presented", uid=DESFIRE_UID)
+    vault.seal()
+    try:
+        with pytest.raises(KeystoreUnavailable):  # a try before the last: retried by autoretry_for
+            tasks.station_report.run(report)
+        outcome = tasks.station_report.apply(args=[report], retries=tasks.station_report.max_retries).get()
+        heartbeat = tasks.station_report.apply(args=[station.report("heartbeat")],
+                                               retries=tasks.station_report.max_retries).get()
+    finally:
+        vault.unseal()
+    assert outcome == {"status": "refused", "reason": "unavailable"}
+    assert heartbeat["status"] in ("ok", "dropped")  # a heartbeat needs no Vault
+    event = AuditEvent.objects.get(action="card.presentation_refused", card_uid=DESFIRE_UID)
+    assert event.details["reason"] == "unavailable" and "sealed" in event.details["message"]
+    assert not Card.objects.filter(uid=DESFIRE_UID).exists() and not sent  # nothing half-written
+    assert cms.report(station.report("card_presented", uid=DESFIRE_UID))["status"] == "dispatched"
