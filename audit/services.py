@@ -5,7 +5,6 @@ from collections.abc import Iterable
 
 import structlog
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from audit.chain import event_hash, fields_of
@@ -38,19 +37,33 @@ def _bound(name: str) -> str:
     return str(structlog.contextvars.get_contextvars().get(name, "") or "")
 
 
+def _reserve(count: int) -> ChainHead | None:
+    """UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+): the row lock and the head's new values in one
+    statement; None when there is no head row."""
+    connection = transaction.get_connection()
+    table = connection.ops.quote_name(ChainHead._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET sequence = sequence + %s WHERE id = %s "  # noqa: S608 - names only
+                       "RETURNING sequence, hash", [count, ChainHead.HEAD_ID])
+        row = cursor.fetchone()
+    return None if row is None else ChainHead(pk=ChainHead.HEAD_ID, sequence=row[0], hash=row[1])
+
+
 def _lock_head(count: int = 1) -> ChainHead:
     """Take the chain head and reserve `count` sequence numbers: the UPDATE comes first so concurrent
     appends queue here. The returned head's sequence is the last one reserved."""
-    if not ChainHead.objects.filter(pk=ChainHead.HEAD_ID).update(sequence=F("sequence") + count):
+    head = _reserve(count)
+    if head is None:
         # No head yet (fresh or flushed database): start it from the last event, if any.
         last = AuditEvent.objects.order_by("-sequence").only("sequence", "hash").first()
         ChainHead.objects.bulk_create(
             [ChainHead(pk=ChainHead.HEAD_ID, sequence=last.sequence if last else 0,
                        hash=last.hash if last else GENESIS_HASH)],
             ignore_conflicts=True)
-        if not ChainHead.objects.filter(pk=ChainHead.HEAD_ID).update(sequence=F("sequence") + count):
+        head = _reserve(count)
+        if head is None:
             raise AuditError("audit chain head could not be created")
-    return ChainHead.objects.get(pk=ChainHead.HEAD_ID)
+    return head
 
 
 def _build_event(*, action: str, actor=None, actor_type: str | None = None, actor_name: str | None = None,

@@ -92,7 +92,7 @@ def _event(action: str, version: KeyVersion, slot: KeySlot, *, actor, job_id: st
             key_version=version.number, details={"role": slot.role, "policy": version.policy, **details})
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # in a caller's transaction: a failure here aborts all of it
 def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id: str = "",
                                 keep: dict[str, keystore.KeyBytes] | None = None,
                                 events: EventBatch | None = None, new_slots: bool = False,
@@ -125,6 +125,11 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
     numbers = {slot.pk: 1 for slot in ordered} if new_slots else _next_numbers(ordered)
     versions: list[KeyVersion] = []
     random = [s for s in ordered if s.policy == KeyPolicy.RANDOM]
+    diversified = [s for s in ordered if s.policy == KeyPolicy.DIVERSIFIED]
+    masters = _active_master_versions(diversified, master_versions) if diversified else {}
+    diversified_rows = [KeyVersion(slot=slot, number=numbers[slot.pk], state=VersionState.PENDING,
+                                   policy=KeyPolicy.DIVERSIFIED, master_version=masters[slot.master_id])
+                        for slot in diversified]
     if random:
         tenant = random[0].tenant
         _ensure_kek_once(tenant, actor)
@@ -133,29 +138,24 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
         # a card's first versions most likely go to a secret that does not exist yet: written blind (cas=0)
         first = all(numbers[slot.pk] == 1 for slot in random)
         with keystore.generate(tenant.pk, [ref for _, ref in plan], replace=True, assume_new=first) as keys:
-            rows = KeyVersion.objects.bulk_create([
-                KeyVersion(slot=slot, number=numbers[slot.pk], state=VersionState.PENDING,
-                           policy=KeyPolicy.RANDOM, vault_ref=str(ref),
-                           kcv=kcv(keys[ref], scheme_for_role(slot.role))) for slot, ref in plan])
+            rows = [KeyVersion(slot=slot, number=numbers[slot.pk], state=VersionState.PENDING,
+                               policy=KeyPolicy.RANDOM, vault_ref=str(ref),
+                               kcv=kcv(keys[ref], scheme_for_role(slot.role))) for slot, ref in plan]
+            KeyVersion.objects.bulk_create(rows + diversified_rows)  # one INSERT for both kinds
             for version, (slot, ref) in zip(rows, plan, strict=True):
                 if keep is not None:
                     keep[kv_ref(version)] = keystore.KeyBytes(keys[ref])
                 versions.append(version)
                 _event("keys.key_generated", version, slot, actor=actor, job_id=job_id, events=events,
                        details={"ref": version.vault_ref, "source": "cms", "kcv": version.kcv})
-    diversified = [s for s in ordered if s.policy == KeyPolicy.DIVERSIFIED]
-    if diversified:
-        masters = _active_master_versions(diversified, master_versions)
-        rows = KeyVersion.objects.bulk_create([
-            KeyVersion(slot=slot, number=numbers[slot.pk], state=VersionState.PENDING,
-                       policy=KeyPolicy.DIVERSIFIED, master_version=masters[slot.master_id])
-            for slot in diversified])
-        for version, slot in zip(rows, diversified, strict=True):
-            master_version = masters[slot.master_id]
-            versions.append(version)
-            _event("keys.key_diversified", version, slot, actor=actor, job_id=job_id, events=events,
-                   details={"master_key": slot.master.name, "master_version": master_version.number,
-                            "method": slot.master.method, "kcv": "computed at first unwrap"})
+    elif diversified_rows:
+        KeyVersion.objects.bulk_create(diversified_rows)
+    for version, slot in zip(diversified_rows, diversified, strict=True):
+        master_version = masters[slot.master_id]
+        versions.append(version)
+        _event("keys.key_diversified", version, slot, actor=actor, job_id=job_id, events=events,
+               details={"master_key": slot.master.name, "master_version": master_version.number,
+                        "method": slot.master.method, "kcv": "computed at first unwrap"})
     return versions
 
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from audit.errors import AuditUnavailable
@@ -1060,11 +1060,12 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
     elif state == JobState.SUCCEEDED and not card.probe_required:
         card.state, card.state_reason = CardState.ACTIVE, ""
         if job.order_id:
-            order = Order.objects.select_for_update().get(pk=job.order_id)
-            order.cards_done += 1
-            if order.quantity is not None and order.cards_done >= order.quantity:
-                order.state = OrderState.COMPLETED
-            order.save(update_fields=["cards_done", "state", "updated_at"])
+            # one UPDATE (the row lock included): the right-hand side sees the row as it was, so the
+            # order completes when the card before this one was its last but one
+            Order.objects.filter(pk=job.order_id).update(
+                cards_done=F("cards_done") + 1, updated_at=timezone.now(),
+                state=Case(When(quantity__isnull=False, cards_done__gte=F("quantity") - 1,
+                                then=Value(OrderState.COMPLETED)), default=F("state")))
     elif state == JobState.FAILED and job.order_id:
         Order.objects.filter(pk=job.order_id).update(cards_failed=F("cards_failed") + 1)
     card.save()
