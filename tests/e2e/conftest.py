@@ -25,11 +25,11 @@ def cms_stack(tmp_path_factory):
         stop(redis_process)
 
 
-@pytest.fixture
-def enrolled_station(cms_stack, tmp_path):
+def enroll_station(cms_stack, home) -> tuple[str, int]:
+    """A new station of the demo tenant, enrolled with `readeragent enroll` into `home` and approved:
+    (code, id)."""
     code = f"e2e-{secrets.token_hex(4)}"
     created = cms_stack.shell(NEW_STATION.replace("@CODE@", repr(code)))
-    home = tmp_path / "agent"
     done = subprocess.run([sys.executable, "-m", "readeragent", "enroll", "--cms", cms_stack.url, "--station",
                            code, "--token", created["token"], "--home", str(home)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
@@ -38,6 +38,11 @@ def enrolled_station(cms_stack, tmp_path):
     assert enrolled["status"] == "enrolled" and enrolled["queue"] == f"station.{code}"
     approved = cms_stack.shell(APPROVE.replace("@CODE@", repr(code)))
     assert approved == {"status": "approved", "sign": enrolled["sign_public_key"]}
-    return code, created["id"], home
+    return code, created["id"]
 
 
+@pytest.fixture
+def enrolled_station(cms_stack, tmp_path):
+    home = tmp_path / "agent"
+    code, station_id = enroll_station(cms_stack, home)
+    return code, station_id, home

@@ -11,18 +11,28 @@ answer never reached anyone, no result is sent). Then, with real runstack/Redis/
   none lost or duplicated, and the card holds exactly those versions;
 - no authentication with a wrong key ever reaches the card (counted on the virtual card: DESFire 91AE
   answers, JCOP failed EXTERNAL AUTHENTICATE / cryptogram checks).
+
+Every step is its own case with its own fresh card; the cases run in FAULT_LANES (default 3) lanes at once
+against the one stack, each lane a station of its own (enrolled agent home, vpcd reader, card): most of a
+case is waiting (the expiry sweep, agent start-up), so lanes overlap the waits. Waits are on events (the
+agent's log, the CMS's API), not fixed sleeps.
 """
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from cardsim.desfire import DESFireCard
 from cardsim.jcop import JCOP4Card
+from tests.e2e.conftest import enroll_station
 from tests.e2e.station import agent_process, stop, wait_started
 from tests.e2e.test_pipeline import AID, LEDGER, _api, _order
 from tests.support.proof import record
@@ -121,34 +131,128 @@ def _wait(predicate, timeout, what):
     raise TimeoutError(what)
 
 
-# Found by this test and NOT fixed yet: a JCOP agent killed after SET STATUS SECURED or CARD_LOCKED was
-# executed (steps 6 and 7 of 8): the probe confirms the keys, the resume sends STORE DATA / SET STATUS
-# again to a card already SECURED / LOCKED and gets 6985 on every presentation (the CMS does not read the
-# card's life cycle before resuming). strict: this turns red once the resume reads the life cycle.
+def _ledger(stack, uid) -> list:
+    """The card's key versions as LEDGER prints them ([role, key_no, number, state], sorted), from the API
+    (a `manage.py shell` costs seconds of CPU per call)."""
+    body = _api(stack, "GET", "key-slots/", params={"card_uid": uid, "page_size": 100}).json()
+    slots = body["results"] if isinstance(body, dict) else body
+    return sorted([s["role"], s["key_no"], v["number"], v["state"]] for s in slots for v in s["versions"])
+
+
+@dataclass
+class Lane:
+    """One station of the fault run: its agent home, its vpcd reader and its killing card."""
+
+    code: str
+    station_id: int
+    home: Path
+    reader: object
+    card: Killing
+    starts: int = 0
+    log: Path | None = None
+
+    def start_agent(self, broker: str):
+        # a fresh log per start: wait_started looks for "ready.", which an earlier agent's log already has
+        self.starts += 1
+        self.log = self.home / f"agent-{self.starts}.log"
+        agent = agent_process(self.home, self.reader.reader, broker, log=self.log)
+        wait_started(agent, self.log)
+        self.card.victim = agent.pid
+        return agent
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
+
+    def remove_for_a_while(self) -> None:
+        """Pull the card, wait until the agent's monitor has seen it go (its status line says so), and
+        leave it out as long as before (2.2 s): put back at once, the job's UID read failed under load
+        (refused "card": pcscd still powering it up after the monitor's read)."""
+        seen = len(self.text())
+        self.reader.bridge.remove()
+        _wait(lambda: "| card none |" in self.text()[seen:], 30, f"{self.code}: the removal was not seen")
+        time.sleep(2.2)
+
+
+def _kill_case(stack, lane: Lane, family: str, step: int, kill_at: int) -> dict:
+    """SIGKILL the agent after APDU `kill_at` (the last of `step`) of a fresh card's job, then recover."""
+    profile, fresh, make, slots, whole = FAMILIES[family]
+    card = lane.card
+    card.load_state(fresh().to_state())
+    card.wrong_key_auths, card.killed = 0, False
+    auths_before = _wrong_auths(card)
+    uid = _uid(card)
+    _order(stack, profile, lane.station_id, uid)
+    card.kill_at = kill_at
+    agent = lane.start_agent(stack.broker)
+    lane.reader.bridge.insert()
+    try:
+        _wait(lambda agent=agent: agent.poll() is not None, 60, "")
+    except TimeoutError:
+        stop(agent)
+        raise AssertionError(f"step {step}: the agent was not killed; jobs {_jobs(stack, uid)}\n"
+                             f"{lane.text()[-4000:]}\n{stack.tail(3000)}") from None
+    assert card.killed
+    apdus_at_kill = card.apdu_count
+    first = _wait(lambda: [j for j in _jobs(stack, uid) if j["state"] not in OPEN], 60,
+                  f"step {step}: the killed job was never closed")[-1]
+    flagged = _card(stack, uid)["probe_required"]
+    lane.reader.bridge.remove()
+    # restarted: the killed job comes back from the broker and is refused; the card is put back after
+    agent = lane.start_agent(stack.broker)
+    try:
+        _wait(lambda: f"last {first['id'][:8]} refused" in lane.text(), 30,
+              f"step {step}: the restarted agent never refused the redelivered job\n{lane.text()[-3000:]}")
+        assert card.apdu_count == apdus_at_kill, f"step {step}: the redelivered job reached the card"
+        presentations = 1
+        while True:
+            lane.reader.bridge.insert()
+            presentations += 1
+
+            def settled(count=presentations):
+                jobs = _jobs(stack, uid)
+                if any(j["state"] in OPEN for j in jobs) or len(jobs) < count:
+                    return None
+                # a succeeded probe's follow-up job is made just after the probe's result is recorded:
+                # settled is no job open and no new one for a second
+                time.sleep(1.0)
+                return jobs if _jobs(stack, uid) == jobs else None
+            jobs = _wait(settled, 60, f"step {step}: jobs did not settle\n{lane.text()[-3000:]}")
+            ledger = _ledger(stack, uid)
+            done = len(ledger) == slots and all(state == "active" for *_, state in ledger) \
+                and _card(stack, uid)["state"] == "active"
+            # a failed probe is a way of learning (a SelectApplication answered 91A0: never created),
+            # anything else failing stops here
+            learning = (jobs[0].get("error") or {}).get("sw") == "91A0"
+            if done or presentations > 5 or (jobs[0]["state"] != "succeeded" and not learning):
+                break
+            lane.remove_for_a_while()
+        lane.reader.bridge.remove()
+    finally:
+        stop(agent)
+    error = first.get("error") or {}
+    return {"kill_at_apdu": kill_at, "first": (first["state"], error.get("kind")), "probe_flagged": flagged,
+            "states": [j["state"] for j in reversed(jobs)],
+            "errors": [j.get("error") for j in reversed(jobs)], "ledger": ledger, "whole": whole(card),
+            "wrong_key_auths": _wrong_auths(card) - auths_before}
+
+
 @pytest.mark.parametrize("family", ["desfire", "jcop"])
-def test_agent_sigkilled_at_every_step_of_a_job(cms_stack, enrolled_station, pcsc_card, monkeypatch, family):
+def test_agent_sigkilled_at_every_step_of_a_job(cms_stack, enrolled_station, pcsc_card, monkeypatch, family,
+                                                tmp_path):
     monkeypatch.setenv("CMS_AGENT_VISIBILITY_S", "3")
     profile, fresh, make, slots, whole = FAMILIES[family]
     code, station_id, home = enrolled_station
-    card = make()
-    reader = pcsc_card(card, connect=False)
-    reader.bridge.remove()
-    log = home / "agent.log"
-
-    def start_agent():
-        agent = agent_process(home, reader.reader, cms_stack.broker, log=log)
-        wait_started(agent, log)
-        card.victim = agent.pid
-        return agent
+    lanes = [Lane(code, station_id, home, pcsc_card(card := make(), connect=False), card)]
+    lanes[0].reader.bridge.remove()
+    lane = lanes[0]
 
     # a clean run: which APDU ends each step (the job trace names the step of every TX)
     card.load_state(fresh().to_state())
     uid = _uid(card)
     _order(cms_stack, profile, station_id, uid)
-    agent = start_agent()
+    agent = lane.start_agent(cms_stack.broker)
     try:
-        time.sleep(2.2)
-        reader.bridge.insert()
+        lane.reader.bridge.insert()
         job = _wait(lambda: [j for j in _jobs(cms_stack, uid) if j["state"] not in OPEN], 60, "clean run")[0]
         assert job["state"] == "succeeded", job
         trace = _api(cms_stack, "GET", f"jobs/{job['id']}/").json()["trace"]
@@ -156,70 +260,47 @@ def test_agent_sigkilled_at_every_step_of_a_job(cms_stack, enrolled_station, pcs
         assert len(steps) == card.job_apdus, (len(steps), card.job_apdus)
         # step -> index (1-based) of its last APDU
         ends = {step: i + 1 for i, step in enumerate(steps)}
-        reader.bridge.remove()
+        # the API's view of the ledger is the database's
+        assert _ledger(cms_stack, uid) == cms_stack.shell(LEDGER.replace("@UID@", repr(uid)))
+        lane.reader.bridge.remove()
     finally:
         stop(agent)
 
-    outcomes = {}
     only = os.environ.get("FAULT_STEPS")  # e.g. "0,12" to rerun chosen steps while debugging
-    for step, kill_at in sorted(ends.items()):
-        if only and str(step) not in only.split(","):
-            continue
-        time.sleep(2.2)
-        card.load_state(fresh().to_state())
-        card.wrong_key_auths, card.killed = 0, False
-        auths_before = _wrong_auths(card)
-        uid = _uid(card)
-        _order(cms_stack, profile, station_id, uid)
-        card.kill_at = kill_at
-        agent = start_agent()
-        reader.bridge.insert()
-        try:
-            _wait(lambda agent=agent: agent.poll() is not None, 60, "")
-        except TimeoutError:
-            stop(agent)
-            raise AssertionError(f"step {step}: the agent was not killed; jobs {_jobs(cms_stack, uid)}\n"
-                                 f"{log.read_text(errors='replace')[-4000:]}\n{cms_stack.tail(3000)}")
-        assert card.killed
-        apdus_at_kill = card.apdu_count
-        first = _wait(lambda uid=uid: [j for j in _jobs(cms_stack, uid) if j["state"] not in OPEN], 60,
-                      f"step {step}: the killed job was never closed")[-1]
-        flagged = _card(cms_stack, uid)["probe_required"]
-        reader.bridge.remove()
-        # restarted: the killed job comes back from the broker and is refused; the card is put back
-        agent = start_agent()
-        try:
-            time.sleep(4)  # the unacked copy is restored and refused before the card is back
-            assert card.apdu_count == apdus_at_kill, f"step {step}: the redelivered job reached the card"
-            presentations = 1
-            while True:
-                time.sleep(2.2)
-                reader.bridge.insert()
-                presentations += 1
+    cases = [(step, kill_at) for step, kill_at in sorted(ends.items())
+             if not only or str(step) in only.split(",")]
+    for n in range(1, min(int(os.environ.get("FAULT_LANES", "3")), len(cases))):
+        extra_home = tmp_path / f"agent-lane{n}"
+        extra_code, extra_id = enroll_station(cms_stack, extra_home)
+        extra_card = make()
+        lanes.append(Lane(extra_code, extra_id, extra_home, pcsc_card(extra_card, connect=False), extra_card))
+        lanes[-1].reader.bridge.remove()
+    work: queue.Queue = queue.Queue()
+    for case in cases:
+        work.put(case)
+    outcomes: dict = {}
 
-                def settled(uid=uid, count=presentations):
-                    jobs = _jobs(cms_stack, uid)
-                    return None if any(j["state"] in OPEN for j in jobs) or len(jobs) < count else jobs
-                jobs = _wait(settled, 60, f"step {step}: jobs did not settle")
-                ledger = cms_stack.shell(LEDGER.replace("@UID@", repr(uid)))
-                done = len(ledger) == slots and all(state == "active" for *_, state in ledger)
-                # a failed probe is a way of learning (a SelectApplication answered 91A0: never created),
-                # anything else failing stops here
-                learning = (jobs[0].get("error") or {}).get("sw") == "91A0"
-                if done or presentations > 5 or (jobs[0]["state"] != "succeeded" and not learning):
-                    break
-                reader.bridge.remove()
-            reader.bridge.remove()
-        finally:
-            stop(agent)
-        error = first.get("error") or {}
-        outcomes[step] = {"kill_at_apdu": kill_at, "first": (first["state"], error.get("kind")),
-                          "probe_flagged": flagged, "states": [j["state"] for j in reversed(jobs)],
-                          "errors": [j.get("error") for j in reversed(jobs)],
-                          "ledger": ledger, "whole": whole(card),
-                          "wrong_key_auths": _wrong_auths(card) - auths_before}
+    def run_lane(lane: Lane) -> None:
+        while True:
+            try:
+                step, kill_at = work.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                outcomes[step] = _kill_case(cms_stack, lane, family, step, kill_at)
+            except BaseException:
+                while not work.empty():  # the other lanes stop after their current case
+                    work.get_nowait()
+                raise
+
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        for future in [pool.submit(run_lane, lane) for lane in lanes]:
+            future.result()
+    outcomes = dict(sorted(outcomes.items()))
     print(outcomes)
     if os.environ.get("FAULT_DEBUG"):
+        for lane in lanes:
+            print("LANE", lane.code, lane.text()[-3000:])
         for j in _jobs(cms_stack, uid):
             d = _api(cms_stack, "GET", f"jobs/{j['id']}/").json()
             print("JOB", j["state"], {k: v for k, v in d.items() if k not in ("trace",)})
@@ -236,6 +317,7 @@ def test_agent_sigkilled_at_every_step_of_a_job(cms_stack, enrolled_station, pcs
         "6 steps (CreateFile after an expired job: 91DE on every presentation)",
         "recovered": sum(1 for o in outcomes.values() if o["whole"]),
         "wrong_key_authentications": sum(o["wrong_key_auths"] for o in outcomes.values()),
+        "lanes": len(lanes),
         "cases_detail": [f"step {s}: {o}" for s, o in outcomes.items()]})
     assert only or len(outcomes) == len(ends) >= 5
     assert not failures, failures
