@@ -11,10 +11,10 @@ after the other: report `card_presented` -> CMS job -> agent runs it -> `cms.job
 Printed per configuration: cards/s over the whole run (first report to last result sent), per-card
 latency at the station (report -> result sent; median, p99), time inside the virtual card, the agent's
 own time (verify, unseal, run, sign), and the agents' resident memory (after start-up, peak). Then the CPU
-per card by process role (from /proc: CMS worker with its pool, gunicorn, beat, OpenBao, Redis; the agents'
-own rusage split into start-up and the run; the driver), and how many cores that kept busy. The CMS's own
-time per card and its Vault round trips are measured in-process by bench/cms_pipeline.py; the agents
-alone, without the CMS, by bench/agent.py.
+per card by process role (from /proc: the CMS worker's main process and its pool, gunicorn, beat, OpenBao,
+Redis; the agents' own rusage split into start-up and the run; the driver), and the cores that kept busy.
+The CMS's own time per card and its Vault round trips are measured in-process by bench/cms_pipeline.py;
+the agents alone, without the CMS, by bench/agent.py.
 
 Run: .venv/bin/python -m bench.pipeline [--cards 200] [--stations 1,4,16]
 """
@@ -218,7 +218,11 @@ def cpu_sample(roots: list[int]) -> dict[int, tuple[str, float]]:
         pid = frontier.pop()
         wanted.add(pid)
         frontier += [kid for kid, (parent, _, _) in table.items() if parent == pid and kid not in wanted]
-    return {pid: (_role(table[pid][2]), table[pid][1]) for pid in wanted}
+    roles = {pid: _role(table[pid][2]) for pid in wanted}
+    for pid in wanted:  # the worker's own process (consumer, logging) apart from its pool's
+        if roles[pid] == "CMS worker" and roles.get(table[pid][0]) == "CMS worker":
+            roles[pid] = "CMS worker pool"
+    return {pid: (roles[pid], table[pid][1]) for pid in wanted}
 
 
 def cpu_split(before: dict, after: dict) -> dict[str, float]:
