@@ -29,6 +29,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -47,8 +48,9 @@ DEFAULT_BATCH = 240
 
 _REF = re.compile(r"^(?P<path>[A-Za-z0-9_./-]+)#(?P<field>[A-Za-z0-9_]+)$")
 
-# Ciphertexts (never plaintexts) of the master-key secrets, as last read from KV: every job of a tenant
-# unwraps its masters, and their blobs change only when a master version is added, removed or rewrapped.
+# Ciphertexts (never plaintexts) of the master-key and key-pool secrets, as last read (or written) here:
+# every job of a tenant unwraps its masters and takes its random keys from a pool, and these blobs change
+# only when a version is added, removed or rewrapped.
 # An entry serves for MASTER_CACHE_SECONDS; a field it lacks, or a blob Transit no longer decrypts with
 # (a rewrap raised min_decryption_version), sends the unwrap back to KV once. Writes from this process
 # drop the path's entry at once. Whether a master version may be used at all is the database's state,
@@ -129,7 +131,7 @@ def _cache_slot(path: str) -> tuple[str, str, str]:
 
 
 def _cacheable(path: str) -> bool:
-    return path.endswith("/masters")
+    return path.endswith("/masters") or "/pool/" in path
 
 
 def _forget_blobs(path: str) -> None:
@@ -353,6 +355,55 @@ def wrap_and_store(tenant_id: int, keys: Mapping[BlobRef, bytes | bytearray], *,
         if len(key) not in (16, 24, 32):
             raise KeystoreError(f"{ref}: a key is 16, 24 or 32 bytes")
     store_wrapped(tenant_id, _encrypt(tenant_id, keys), replace=replace, assume_new=assume_new)
+
+
+# --- random keys generated ahead --------------------------------------------------------------------
+
+POOL_KEYS = 64
+_pools: dict[tuple[str, str, int], list[BlobRef]] = {}
+_pool_lock = threading.Lock()
+
+
+def pooled(tenant_id: int, count: int, *, length: int = KEY_BYTES) -> list[BlobRef]:
+    """References of `count` new random keys, already wrapped and stored, for new key versions.
+
+    Why: a job that generated its random keys paid a Transit encrypt and a KV write of its own on
+    top of the unwrap batch. Here this process generates POOL_KEYS keys at a time (os.urandom),
+    wraps them in ONE Transit batch and stores them with ONE KV write, as fields k0..kN of a new
+    secret `<tenant>/pool/<uuid>` (each blob bound to its own reference, like every blob); the
+    plain keys are wiped at once and only the references (and ciphertexts, in the cache) stay
+    here. A job then unwraps its pool keys in the same Transit batch as its other keys. Each
+    reference is handed out once (process-local pool, a new secret per refill: no two processes
+    share one); a reference taken by a transaction that rolls back is never handed out again.
+    """
+    slot = (settings.VAULT_ADDR, settings.VAULT_PREFIX, tenant_id)
+    with _pool_lock:
+        refs = _pools.setdefault(slot, [])
+        if len(refs) < count:
+            refs.extend(_fill_pool(tenant_id, max(POOL_KEYS, count - len(refs)), length))
+        taken = refs[:count]
+        del refs[:count]
+    return taken
+
+
+def _fill_pool(tenant_id: int, count: int, length: int) -> list[BlobRef]:
+    path = f"{tenant_root(tenant_id)}/pool/{uuid.uuid4().hex}"
+    refs = [BlobRef(path, f"k{n}") for n in range(count)]
+    keys = {ref: KeyBytes(os.urandom(length)) for ref in refs}
+    try:
+        wrapped = _encrypt(tenant_id, keys)
+    finally:
+        _wipe_all(keys)
+    store_wrapped(tenant_id, wrapped, assume_new=True)
+    with _cache_lock:
+        _master_blobs[_cache_slot(path)] = ({ref.field: ct for ref, ct in wrapped.items()}, time.monotonic())
+    return refs
+
+
+def forget_pools() -> None:
+    """Drop the references not handed out yet (tests that point the CMS at another Vault)."""
+    with _pool_lock:
+        _pools.clear()
 
 
 @contextmanager

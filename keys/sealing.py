@@ -97,7 +97,7 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
                                 keep: dict[str, keystore.KeyBytes] | None = None,
                                 events: EventBatch | None = None, new_slots: bool = False,
                                 master_versions: Mapping[int, MasterKeyVersion] | None = None,
-                                ) -> list[KeyVersion]:
+                                pooled: bool = False) -> list[KeyVersion]:
     """One new pending version per slot of ONE card, with as few Vault round trips as the keystore allows.
 
     Random slots: generated here, wrapped in one Transit batch, stored with one KV write (as
@@ -111,6 +111,9 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
     so they are neither locked nor asked for their versions (each gets number 1).
     `master_versions`: each master key's newest active version (by master id), as the caller read it
     in this transaction, instead of reading them again.
+    `pooled`: random keys come from `keystore.pooled` (generated, wrapped and stored ahead, many at a
+    time) instead of being generated and stored here; their KCV is computed by `job_keys_unwrap`,
+    which unwraps them in the job's one batch (the caller must unwrap them before it commits).
     """
     if not slots:
         return []
@@ -130,7 +133,19 @@ def key_versions_create_pending(*, slots: Sequence[KeySlot], actor=None, job_id:
     diversified_rows = [KeyVersion(slot=slot, number=numbers[slot.pk], state=VersionState.PENDING,
                                    policy=KeyPolicy.DIVERSIFIED, master_version=masters[slot.master_id])
                         for slot in diversified]
-    if random:
+    if random and pooled:
+        tenant = random[0].tenant
+        _ensure_kek_once(tenant, actor)
+        rows = [KeyVersion(slot=slot, number=numbers[slot.pk], state=VersionState.PENDING,
+                           policy=KeyPolicy.RANDOM, vault_ref=str(ref))
+                for slot, ref in zip(random, keystore.pooled(tenant.pk, len(random)), strict=True)]
+        KeyVersion.objects.bulk_create(rows + diversified_rows)  # one INSERT for both kinds
+        for version, slot in zip(rows, random, strict=True):
+            versions.append(version)
+            _event("keys.key_generated", version, slot, actor=actor, job_id=job_id, events=events,
+                   details={"ref": version.vault_ref, "source": "cms-pool",
+                            "kcv": "computed at first unwrap"})
+    elif random:
         tenant = random[0].tenant
         _ensure_kek_once(tenant, actor)
         plan = [(slot, keystore.card_key_ref(tenant_id=tenant.pk, card_id=slot.card_id, slot_id=slot.pk,
@@ -275,6 +290,9 @@ def job_keys_unwrap(*, card, refs: Iterable[str], job_id: str = "", actor=None,
                             new_kcvs.append(version)
                     else:
                         out[ref] = keystore.KeyBytes(plain[sources[ref]])
+                        if not version.kcv:  # a key from the pool: first unwrapped now
+                            version.kcv = kcv(out[ref], scheme_for_role(slot.role))
+                            new_kcvs.append(version)
             if new_kcvs:
                 KeyVersion.objects.bulk_update(new_kcvs, ["kcv"])
             yield out

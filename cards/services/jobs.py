@@ -690,7 +690,7 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
                          for s in KeySlot.objects.filter(card=card).select_related("application")}
             created = sealing.key_versions_create_pending(
                 slots=[slots[s.label] for s in plan.needs_versions], actor=None, keep=fresh, events=events,
-                new_slots=new_card, master_versions=_active_versions(masters))
+                new_slots=new_card, master_versions=_active_versions(masters), pooled=True)
             for version in created:
                 ledger.pending[slot_label(version.slot)] = Held(version.pk, version.number)
             plan = compile_plan(card, profile, ledger)

@@ -330,3 +330,32 @@ def test_master_ciphertexts_are_cached_and_read_again_when_a_rewrap_elsewhere_ma
     with keystore.unwrap(TENANT, [ref, other]):
         pass
     assert vault_calls == [decrypt]
+
+
+def test_pooled_keys_are_wrapped_ahead_in_one_batch_handed_out_once_and_unwrap_from_the_cache(
+        vault, vault_calls):
+    keystore.ensure_kek(TENANT)
+    keystore.forget_pools()
+    vault_calls.clear()
+    first, second = keystore.pooled(TENANT, 2), keystore.pooled(TENANT, 3)
+    encrypt = ("POST", f"transit/encrypt/{keystore.kek_name(TENANT)}")
+    assert [c for c in vault_calls if "/encrypt/" in c[1]] == [encrypt]
+    path = first[0].path
+    assert path.startswith(f"{keystore.tenant_root(TENANT)}/pool/")
+    # written blind (cas=0), never read
+    assert [c for c in vault_calls if c[1].startswith("secret/")] == [("POST", f"secret/data/{path}")]
+    refs = first + second
+    assert len(set(refs)) == 5 and {ref.path for ref in refs} == {path}
+    stored = _kv(vault, path)["data"]["data"]
+    assert len(stored) == keystore.POOL_KEYS and all(ct.startswith("vault:v1:") for ct in stored.values())
+    vault_calls.clear()
+    with keystore.unwrap(TENANT, refs) as plain:
+        assert len({bytes(plain[ref]) for ref in refs}) == 5 and all(len(plain[ref]) == 16 for ref in refs)
+        held = {ref: bytes(plain[ref]) for ref in refs}
+    assert vault_calls == [("POST", f"transit/decrypt/{keystore.kek_name(TENANT)}")]  # ciphertexts cached
+    keystore.forget_cached_blobs()
+    with keystore.unwrap(TENANT, refs) as plain:  # another process: reads the pool secret once
+        assert {ref: bytes(plain[ref]) for ref in refs} == held
+    # more than is left: a second pool secret, and nothing handed out twice
+    more = keystore.pooled(TENANT, keystore.POOL_KEYS)
+    assert len(set(more) | set(refs)) == keystore.POOL_KEYS + 5 and len({ref.path for ref in more}) == 2
