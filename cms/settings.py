@@ -87,6 +87,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         envsecret("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'cms.sqlite3'}",
         conn_max_age=envint("DATABASE_CONN_MAX_AGE", "0"),
+        # a kept connection (DATABASE_CONN_MAX_AGE > 0) is checked before it is reused by a request or a
+        # Celery task, so a restarted PostgreSQL costs no failed request (tests/faults/test_postgres_restart)
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):

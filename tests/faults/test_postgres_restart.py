@@ -14,13 +14,17 @@ tests/faults/conftest.py. Three moments, each made certain rather than hoped for
 - `result`: the worker processes the agent's result; the test holds the job's row lock, so the worker
   waits inside `_apply_result`'s transaction, and `pg_ctl restart -m fast` cuts it there.
 
-For each: the CMS reconnects (CONN_MAX_AGE 0: a connection per task), the job ends in a named state, the
+The stack keeps its connections (DATABASE_CONN_MAX_AGE 60, FAULT_PG_CONN_MAX_AGE=0 for a connection per
+request and task), the harder case: every kept connection dies with the restart and must be replaced
+(CONN_HEALTH_CHECKS, and Celery's Django fixup closing unusable connections around each task).
+For each: the CMS reconnects, the job ends in a named state, the
 result is applied exactly once (one `job.finished` event), every slot has one active version (none lost
 or duplicated), no wrong-key authentication reaches the card (91AE counted on it), and the card holds the
 ledger's versions (presented again, probed and resumed, if it must be).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -70,7 +74,8 @@ def cms_stack(tmp_path_factory, pg):
     """tests/faults/conftest.py's stack, on the private cluster."""
     patch = pytest.MonkeyPatch()
     base_env = stack_module._base_env
-    patch.setattr(stack_module, "_base_env", lambda: {**base_env(), **FAST})
+    kept = os.environ.get("FAULT_PG_CONN_MAX_AGE", "60")
+    patch.setattr(stack_module, "_base_env", lambda: {**base_env(), **FAST, "DATABASE_CONN_MAX_AGE": kept})
     broker, redis_process = start_redis(tmp_path_factory.mktemp("redis"))
     try:
         stack = stack_module.start_stack(tmp_path_factory.mktemp("stack") / "instance", broker,
@@ -214,6 +219,7 @@ def test_postgres_restarted_mid_job(cms_stack, pg, station, moment):
                    wrong_key_auths=card.wrong_key_auths, seconds=round(time.monotonic() - started, 1))
     print(moment, outcome)
     record(f"fault_postgres_restart_{moment}", {"cases": 1, "faults_injected": 1, "outcome": outcome,
+                                                "conn_max_age": os.environ.get("FAULT_PG_CONN_MAX_AGE", "60"),
                                                 "wrong_key_authentications": card.wrong_key_auths})
     named = outcome["first"] == ("succeeded", None) and finished == ["job.finished"] or (
         outcome["first"] == ("failed", "NoResult") and outcome["probe_flagged"])
