@@ -102,13 +102,33 @@ def enrolment_info() -> dict:
     return {"cms_signing_public_key": raw.hex(), "cms_signing_key_version": number}
 
 
-def sign_document(document: Mapping) -> dict:
+def rotate_signing_key() -> tuple[int, int]:
+    """A new version of the job-signing key in Transit (`keys/<name>/rotate`): (previous latest, new).
+
+    Older versions stay usable for signing (min_encryption_version is left alone): the CMS signs a
+    station's jobs with the version that station acknowledged until it pins the new one."""
+    before = int(ensure_signing_key()["latest_version"])
+    status, body = vault.call("POST", f"{settings.VAULT_TRANSIT_MOUNT}/keys/{signing_key_name()}/rotate", {},
+                              what="rotate the job-signing key")
+    if status not in (200, 204):
+        raise KeystoreError(f"rotating the job-signing key failed: HTTP {status} {_errors(body)}")
+    data = _read_key()
+    if data is None or int(data["latest_version"]) <= before:
+        raise KeystoreError("the job-signing key did not get a new version")
+    _remember(data)
+    with _lock:
+        _latest[(settings.VAULT_ADDR, signing_key_name())] = (int(data["latest_version"]), time.monotonic())
+    return before, int(data["latest_version"])
+
+
+def sign_document(document: Mapping, version: int | None = None) -> dict:
     """A copy of `document` with `signing_key_version` and `signature` (Ed25519 by Vault Transit).
 
     The version is part of what is signed, so it cannot be swapped without breaking the signature;
-    the version that signed must therefore be known first: the latest, read (and cached) up front.
+    the version that signed must therefore be known first: `version` (the one the receiving station
+    pinned), or the latest, read (and cached) up front.
     """
-    _, number = public_key()
+    _, number = public_key(version)
     signed = {k: v for k, v in document.items() if k != "signature"}
     signed["signing_key_version"] = number
     payload = base64.b64encode(protocol.signing_input(signed)).decode("ascii")

@@ -24,3 +24,12 @@ def grace_sweep() -> dict:
 @shared_task(name="keys.kek_rotation", time_limit=3600, soft_time_limit=3500)
 def kek_rotation(rotation_id: int) -> str:
     return campaigns.kek_rotation_run(rotation_id=rotation_id).state
+
+
+@shared_task(name="cms.key_roll_result", acks_late=True, reject_on_worker_lost=True, time_limit=60,
+             soft_time_limit=50)
+def key_roll_result(answer: dict) -> dict:
+    """A station's signed answer to a CMS job-signing key roll (readeragent/keyroll.py)."""
+    from cards.services.keyroll import key_roll_result_handle
+
+    return key_roll_result_handle(answer)

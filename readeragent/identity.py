@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +47,10 @@ class Identity:
     # CMS job-signing public keys (hex, raw Ed25519) by Vault Transit key version.
     cms_signing_keys: dict[int, str] = field(default_factory=dict)
     enrolled_at: float | None = None
+    # ids of the CMS key rolls received (readeragent.keyroll), newest last: a copy is a replay
+    key_rolls_seen: list[str] = field(default_factory=list)
+
+    KEY_ROLLS_KEPT = 256
 
     @classmethod
     def generate(cls, station: str, cms_url: str) -> Identity:
@@ -78,13 +83,35 @@ class Identity:
             "hpke_private_key": _raw_private(self.hpke_private_key).hex(),
             "sign_private_key": _raw_private(self.sign_private_key).hex(),
             "cms_signing_keys": {str(k): v for k, v in self.cms_signing_keys.items()},
+            "key_rolls_seen": self.key_rolls_seen,
         }, indent=1, sort_keys=True)
-        tmp = path.with_name(f".{IDENTITY_FILE}.{os.getpid()}")
+        tmp = path.with_name(f".{IDENTITY_FILE}.{os.getpid()}.{threading.get_ident()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        directory = os.open(home, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a power cut
+        finally:
+            os.close(directory)
+        return path
+
+    def saved_with(self, home: Path, **changes) -> Path:
+        """Write the identity with `changes` applied (atomically: a temporary file renamed over the old
+        one), and only then apply them here; an OSError leaves both file and memory as they were."""
+        from dataclasses import replace
+
+        path = replace(self, **changes).save(home)
+        for name, value in changes.items():
+            setattr(self, name, value)
         return path
 
     @classmethod
@@ -105,7 +132,7 @@ class Identity:
                 X25519PrivateKey.from_private_bytes(bytes.fromhex(raw["hpke_private_key"])),
                 Ed25519PrivateKey.from_private_bytes(bytes.fromhex(raw["sign_private_key"])),
                 {int(k): v for k, v in raw.get("cms_signing_keys", {}).items()},
-                raw.get("enrolled_at"))
+                raw.get("enrolled_at"), [str(r) for r in raw.get("key_rolls_seen", [])])
         except (ValueError, KeyError, TypeError):
             raise IdentityError(f"{path} is not a valid station identity") from None
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from . import executor, monitor
+from . import executor, keyroll, monitor
 from .identity import Identity
 from .ledger import ReplayLedger
 from .readerlock import ReaderLock
@@ -208,6 +208,17 @@ class Agent:
             finally:
                 close()
 
+    def handle_key_roll(self, document) -> dict:
+        """A CMS key roll (readeragent.keyroll): pin the new job-signing key version if the roll is
+        authentic, and tell the CMS either way (one the broker did not take: the CMS sends it again)."""
+        with self.card_lock:  # no job is being checked while the trusted keys change
+            answer = keyroll.apply_key_roll(document, self.identity, self.home)
+        try:
+            self.send(keyroll.KEY_ROLL_RESULT, answer)
+        except Exception as exc:  # the pin stands; the CMS resends the roll, which then just confirms
+            log.warning("key roll answer not sent: %s", exc.__class__.__name__)
+        return answer
+
     def handle_job(self, envelope) -> dict:
         result = self.run_on_reader(envelope)
         self.jobs[result["state"]] = self.jobs.get(result["state"], 0) + 1
@@ -237,6 +248,10 @@ def register(agent: Agent) -> None:
     @agent.app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def run_job(envelope: dict) -> None:
         agent.handle_job(envelope)
+
+    @agent.app.task(name=keyroll.KEY_ROLL, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    def key_roll(document: dict) -> None:
+        agent.handle_key_roll(document)
 
     from celery import bootsteps
 

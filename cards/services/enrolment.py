@@ -85,11 +85,12 @@ def station_enroll(*, code: str, token: str, hpke_public_key: str, sign_public_k
         station.sign_public_key = sign_public_key.lower()
         station.status = StationStatus.ENROLLED
         station.enrolled_at = timezone.now()
+        station.cms_signing_key_version = info["cms_signing_key_version"]  # its jobs are signed with it
         station.enrolment_expires_at = None  # one-time: the digest stays only to say "already used"
         if ip:
             station.last_ip = ip
         station.save(update_fields=["hpke_public_key", "sign_public_key", "status", "enrolled_at",
-                                    "enrolment_expires_at", "last_ip"])
+                                    "enrolment_expires_at", "last_ip", "cms_signing_key_version"])
         record_event(action="station.enrolled", actor_type="station", actor_name=station.code,
                      tenant=station.tenant,
                      details={"station": station.code, "ip": ip or "",

@@ -758,7 +758,8 @@ def _seal_and_sign(job: Job, card: Card, station: Station, plan: Plan, fresh: di
                 "tenant": card.tenant.slug, "issued_at": issued_at, "expires_at": expires_at,
                 "card": _envelope_card(card), "script": plan.script,
                 "script_digest": job.script_digest, "sealed_keys": sealed}
-    return signing.sign_document(envelope)
+    # signed with the version the station pinned (enrolment or its last key roll, cards/services/keyroll.py)
+    return signing.sign_document(envelope, version=station.cms_signing_key_version)
 
 
 def _send(queue: str, envelope: dict) -> None:

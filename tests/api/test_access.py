@@ -117,6 +117,9 @@ def _owner_request(method: str, path: str, world: dict) -> tuple[dict | None, di
         ("POST", "stations/{id}/approve/"): (None, {}, 400),
         ("POST", "stations/{id}/enrolment-token/"): (None, {}, 200),
         ("POST", "stations/{id}/revoke/"): ({"reason": "moved"}, {}, 200),
+        # one CMS job-signing key for every tenant: superusers only (tests/pipeline/test_signing_key_roll)
+        ("POST", "stations/signing-key-rotate/"): ({"reason": "yearly"}, {}, 403),
+        ("POST", "stations/signing-key-roll/"): ({}, {}, 403),
         ("POST", "orders/"): ({"profile": world["profiles"], "quantity": 5},
                               {"HTTP_IDEMPOTENCY_KEY": "order-7"}, 201),
         ("POST", "memberships/"): ({"username": "eve", "role": "operator"}, {}, 201),
