@@ -293,7 +293,9 @@ def run_config(stack, profile: int, stations: int, cards: int, work: Path, roots
     split = ", ".join(f"{role} {seconds * 1000 / len(ok):.1f}"
                       for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]) if seconds > 0)
     print(f"      CPU ms per card ok: {split}"
-          f" | total {total * 1000 / len(ok):.1f} ms = {total / (last - first):.2f} cores busy", flush=True)
+          f" | total {total * 1000 / len(ok):.1f} ms = {total / (last - first):.2f} cores busy"
+          f" | CPU ceiling on {os.cpu_count()} idle cores: {os.cpu_count() / total * len(ok):.0f} cards/s",
+          flush=True)
 
 
 def main() -> None:
