@@ -245,11 +245,16 @@ class _NoCard:
 
 
 def register(agent: Agent) -> None:
-    @agent.app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    # shared=False: the task (a closure over this agent) belongs to this app only; a shared task is added
+    # to every Celery app made later in the process, where it would run with this agent's identity and
+    # ledger (two agents in one process: tests, bench/agent.py)
+    @agent.app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+                    shared=False)
     def run_job(envelope: dict) -> None:
         agent.handle_job(envelope)
 
-    @agent.app.task(name=keyroll.KEY_ROLL, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    @agent.app.task(name=keyroll.KEY_ROLL, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+                    shared=False)
     def key_roll(document: dict) -> None:
         agent.handle_key_roll(document)
 
