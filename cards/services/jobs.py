@@ -31,7 +31,6 @@ from audit.services import EventBatch, record_event
 from cardproto.sw import describe
 from cards.compiler import (
     AUTH_OPS,
-    CARD_LOCKED,
     CREATE_OPS,
     ISD_SLOTS,
     LIFE_CYCLE_OPS,
@@ -494,14 +493,27 @@ def _settle_creates(step: dict, observed: dict, unknown: set[str], done: set[str
 
 def _settle_life_cycle(ledger: Ledger, observed: dict) -> None:
     """A life cycle probe answers every lost STORE DATA / SET STATUS before it: the compiler skips what
-    the life cycle proves done and sends the rest again. An authenticated ISD refusing GET STATUS with
-    6985 is taken as CARD_LOCKED, the one state in which it refuses it (GP 2.3 5.1.1.4)."""
+    the life cycle proves done and sends the rest again. A refused GET STATUS ("refused_sw") proves
+    nothing: 6985 is ISO 7816-4's generic "conditions of use not satisfied", and GP 2.3 11.4 names no
+    6985 for GET STATUS (its own errors are 6A88 and 6A80), so it is not read as CARD_LOCKED: the life
+    cycle stays unknown and the card waits for a person (LIFE_CYCLE_UNKNOWN in _apply_result)."""
     life_cycle = observed.get("life_cycle")
-    if observed.get("refused_sw") == "6985":
-        life_cycle = CARD_LOCKED
     if isinstance(life_cycle, int) and not isinstance(life_cycle, bool):
         ledger.life_cycle = life_cycle
         ledger.unknown_life_cycle.clear()
+
+
+LIFE_CYCLE_UNKNOWN = "life_cycle_unknown"
+
+
+def _life_cycle_refused(steps: list, entries: list, seen: dict[int, dict]) -> str | None:
+    """The SW with which the card refused a life cycle probe of this result (None: none refused)."""
+    for entry in entries:
+        if entry["status"] == "done" and steps[entry["index"]].get("label") == "probe.life_cycle":
+            refused = seen.get(entry["index"], {}).get("refused_sw")
+            if refused:
+                return str(refused)[:4]
+    return None
 
 
 def _confirmed_ids(confirms) -> list[int]:
@@ -1054,6 +1066,16 @@ def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
         events.add(action="card.quarantined", actor_type="station", actor_name=station.code,
                    tenant=card.tenant, result="failure",
                    details={"reason": card.state_reason, "kind": error.get("kind", "")}, **common)
+    elif probe and state == JobState.SUCCEEDED and (refused := _life_cycle_refused(steps, entries, seen)):
+        # the card would not tell its life cycle: nothing is assumed, a person looks at the card (released,
+        # the next presentation reads the life cycle again)
+        card.state = CardState.QUARANTINED
+        card.state_reason = (f"{LIFE_CYCLE_UNKNOWN}: GET STATUS of the ISD in an authenticated channel "
+                             f"answered SW {refused}, not a life cycle; check the card (GP SET STATUS / "
+                             "GET STATUS with its active keys) before releasing it")[:200]
+        events.add(action="card.quarantined", actor_type="station", actor_name=station.code,
+                   tenant=card.tenant, result="failure",
+                   details={"reason": card.state_reason, "kind": LIFE_CYCLE_UNKNOWN, "sw": refused}, **common)
     elif probe and state == JobState.SUCCEEDED:
         still = card.probe_required and probe_answers == 0
         card.probe_required = False if not still else card.probe_required
