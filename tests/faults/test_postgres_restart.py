@@ -218,11 +218,17 @@ def test_postgres_restarted_mid_job(cms_stack, pg, station, moment):
                    states=[j["state"] for j in reversed(jobs)], steps_done=detail.get("steps_done"),
                    wrong_key_auths=card.wrong_key_auths, seconds=round(time.monotonic() - started, 1))
     print(moment, outcome)
-    record(f"fault_postgres_restart_{moment}", {"cases": 1, "faults_injected": 1, "outcome": outcome,
-                                                "conn_max_age": os.environ.get("FAULT_PG_CONN_MAX_AGE", "60"),
-                                                "wrong_key_authentications": card.wrong_key_auths})
     named = outcome["first"] == ("succeeded", None) and finished == ["job.finished"] or (
         outcome["first"] == ("failed", "NoResult") and outcome["probe_flagged"])
+    recovered = outcome["whole"] and outcome["states"][-1] == "succeeded"
+    record(f"fault_postgres_restart_{moment}", {
+        "cases": 1, "faults_injected": 1,
+        "failures_found": int(not (named and recovered and not card.wrong_key_auths)),
+        # found by the running case and fixed (cms/api.py): GET /api/v1/jobs/ answered 500 while it was down
+        "failures_fixed": "API 500 while PostgreSQL was down: now 503" if moment == "running" else 0,
+        "recovered": int(recovered), "wrong_key_authentications": card.wrong_key_auths,
+        "conn_max_age": os.environ.get("FAULT_PG_CONN_MAX_AGE", "60"), "seconds": outcome["seconds"],
+        "cases_detail": [f"{moment}: {outcome}"]})
     assert named, (outcome, cms_stack.tail(4000))
-    assert outcome["whole"] and outcome["states"][-1] == "succeeded", (outcome, cms_stack.tail(4000))
+    assert recovered, (outcome, cms_stack.tail(4000))
     assert card.wrong_key_auths == 0, outcome

@@ -125,15 +125,25 @@ def test_vault_sealed_before_dispatch(cms_stack, station):
     assert _health(cms_stack)[0] == 200
     outcome = {"sealed": refused}
     _present_until_whole(cms_stack, reader, card, uid, 0, outcome)
+    nothing_written = refused["jobs"] == [] and refused["card"] is None and refused["ledger"] == [] \
+        and refused["job_apdus"] == 0
+    by_name = (refused["audit"] == ["unavailable"] if said == ["card.presentation_refused"]
+               else said == ["card.presentation_unserved"]) \
+        and "raised unexpected: KeystoreUnavailable" not in cms_stack.log.read_text(errors="replace")
+    recovered = outcome["states"] == ["succeeded"] and outcome["whole"]
     record("fault_vault_sealed_before_dispatch", {
-        "cases": 1, "faults_injected": 1, "seconds": round(time.monotonic() - started, 1),
-        "health_while_sealed": status, "outcome": outcome, "wrong_key_authentications": card.wrong_key_auths})
-    assert refused["jobs"] == [] and refused["card"] is None and refused["ledger"] == [] \
-        and refused["job_apdus"] == 0, refused
-    assert refused["audit"] == ["unavailable"] if said == ["card.presentation_refused"] \
-        else said == ["card.presentation_unserved"], refused
-    assert "raised unexpected: KeystoreUnavailable" not in cms_stack.log.read_text(errors="replace")
-    assert outcome["states"] == ["succeeded"] and outcome["whole"], (outcome, cms_stack.tail(3000))
+        "cases": 1, "faults_injected": 1,
+        "failures_found": int(not (nothing_written and by_name and recovered and status == 503)),
+        # found by this test and fixed (cards/tasks.py, jobs.report_unserved)
+        "failures_fixed": "the report's last try ended as a worker traceback, nothing audited: now refused "
+                          "by name",
+        "recovered": int(recovered), "wrong_key_authentications": card.wrong_key_auths,
+        "seconds": round(time.monotonic() - started, 1), "health_while_sealed": status,
+        "cases_detail": [f"sealed before dispatch: {refused}; after unseal {outcome['states']}, whole "
+                         f"{outcome['whole']}"]})
+    assert nothing_written, refused
+    assert by_name, (said, refused)
+    assert recovered, (outcome, cms_stack.tail(3000))
     assert card.wrong_key_auths == 0
 
 
@@ -179,14 +189,18 @@ def test_vault_sealed_while_the_agent_runs_the_job(cms_stack, station, fault):
                        errors=[None])
     else:
         _present_until_whole(cms_stack, reader, card, uid, 1, outcome)
-    record(f"fault_vault_{fault}_mid_job", {
-        "cases": 1, "faults_injected": 1, "seconds": round(time.monotonic() - started, 1),
-        "outcome": outcome, "wrong_key_authentications": card.wrong_key_auths})
-    print(outcome)
     named = outcome["first"] == ("succeeded", None) or (outcome["first"] == ("failed", "NoResult")
                                                         and outcome["probe_flagged"])
+    recovered = outcome["whole"] and outcome["states"][-1] == "succeeded"
+    record(f"fault_vault_{fault}_mid_job", {
+        "cases": 1, "faults_injected": 2 if fault == "sealed_then_stopped" else 1,
+        "failures_found": int(not (named and recovered and not card.wrong_key_auths)), "failures_fixed": 0,
+        "recovered": int(recovered), "wrong_key_authentications": card.wrong_key_auths,
+        "seconds": round(time.monotonic() - started, 1),
+        "cases_detail": [f"{fault} at APDU {MID_JOB_APDU} for {OUTAGE_S} s: {outcome}"]})
+    print(outcome)
     assert named, (outcome, cms_stack.tail(4000))
-    assert outcome["whole"] and outcome["states"][-1] == "succeeded", (outcome, cms_stack.tail(4000))
+    assert recovered, (outcome, cms_stack.tail(4000))
     assert card.wrong_key_auths == 0, outcome
 
 
@@ -227,12 +241,18 @@ def test_vault_sealed_during_a_probe_whose_follow_up_needs_vault(cms_stack, stat
                "states": [j["state"] for j in reversed(jobs)],
                "ledger": ledger, "whole": whole(ledger) and card.holds_ledger(),
                "seconds": round(time.monotonic() - started, 1)}
+    recovered = len(jobs) == 3 and outcome["states"][-1] == "succeeded" and outcome["whole"]
     record("fault_vault_sealed_during_probe", {
-        "cases": 1, "faults_injected": 2, "outcome": outcome,
-        "wrong_key_authentications": card.wrong_key_auths})
+        "cases": 1, "faults_injected": 2,  # a pull after ChangeKey, Vault sealed during the probe
+        "failures_found": int(not (recovered and probe["state"] == "succeeded" and not card.wrong_key_auths)),
+        # found by this test and fixed (jobs.job_follow_up, task cms.job_follow_up)
+        "failures_fixed": "the job after a probe was lost (result retried, refused as a replay) until the "
+                          "card was presented again: now made once Vault is back",
+        "recovered": int(recovered), "wrong_key_authentications": card.wrong_key_auths,
+        "seconds": outcome["seconds"], "cases_detail": [f"sealed during a probe: {outcome}"]})
     print(outcome)
     assert first["state"] == "interrupted" and flagged, outcome
     assert probe["state"] == "succeeded", outcome
-    assert len(jobs) == 3 and outcome["states"][-1] == "succeeded" and outcome["whole"], \
+    assert recovered, \
         (outcome, cms_stack.tail(4000))
     assert card.wrong_key_auths == 0, outcome
