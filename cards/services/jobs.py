@@ -58,7 +58,7 @@ from keys.models import (
     MasterKeyVersion,
     VersionState,
 )
-from keys.models_campaigns import RotationCampaign
+from keys.models_campaigns import CampaignItem, RotationCampaign
 from keys.services import DiversificationContextError
 from readeragent import protocol
 
@@ -1106,9 +1106,13 @@ def _sync_campaigns(version_ids: list[int]) -> None:
     the result's own transaction: a campaign's bookkeeping never holds up or undoes the card's."""
     if not version_ids:
         return
-    touched = RotationCampaign.objects.filter(
-        Q(items__new_version_id__in=version_ids) | Q(items__restore_version_id__in=version_ids)).distinct()
-    for campaign in touched:
+    # the items first (one table): most activations belong to no campaign, and then nothing else is read
+    campaign_ids = set(CampaignItem.objects.filter(
+        Q(new_version_id__in=version_ids) | Q(restore_version_id__in=version_ids)
+    ).values_list("campaign_id", flat=True))
+    if not campaign_ids:
+        return
+    for campaign in RotationCampaign.objects.filter(pk__in=campaign_ids):
         try:
             campaigns.campaign_sync(campaign)
         except Exception as exc:  # noqa: BLE001 - the result is recorded; a retry would only be refused
