@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="a scratch PostgreSQL database, not SQLite")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="print the N costliest functions (cProfile, CMS calls only) and SQL per card")
+    parser.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"],
+                        help="with --profile: order of the functions (tottime: own time, hot spots)")
     parser.add_argument("--sql-log", metavar="FILE", help="the last card's SQL, one statement a line")
     args = parser.parse_args()
 
@@ -229,7 +231,7 @@ def _run(args) -> None:
     if profiler is not None:
         import pstats
 
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.profile)
     if args.sql_log:
         Path(args.sql_log).write_text("\n".join(sql[:300] for sql in trail))
 
