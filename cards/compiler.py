@@ -35,6 +35,9 @@ DEFAULT_ISD_AID = "A000000151000000"
 SECURED = 0x0F  # GP card life cycle states (GP 2.3 table 11-5)
 CARD_LOCKED = 0x7F
 LIFE_CYCLE_OPS = frozenset({"gp.store_data", "gp.set_status", "gp.lock_card"})
+# JCOP registry changes: sent without an answer, the card may or may not have made them; sent again,
+# INSTALL of an instance already there is refused (6A80) and DELETE of one already gone too (6A88)
+REGISTRY_OPS = frozenset({"gp.install", "gp.delete"})
 ISD_SLOTS = (("isd.enc", "isd_enc", 1, "enc"), ("isd.mac", "isd_mac", 2, "mac"),
              ("isd.dek", "isd_dek", 3, "dek"))
 AUTH_OPS = frozenset({"desfire.authenticate", "gp.open_scp03", "gp.open_scp02"})
@@ -85,6 +88,8 @@ class Ledger:
     # JCOP store_data.* / secure / lock units sent without an answer, until a life cycle probe settles them
     unknown_life_cycle: set[str] = field(default_factory=set)
     life_cycle: int | None = None  # the card life cycle the latest life cycle probe read
+    # JCOP install.<AID> / delete.<AID> units sent without an answer, until a registry probe settles them
+    unknown_registry: set[str] = field(default_factory=set)
     probe_required: bool = False
 
 
@@ -205,12 +210,14 @@ def compile_plan(card, profile, ledger: Ledger) -> Plan:
         plan.probe = True
         (_probe_jcop if family == "jcop" else _probe_desfire)(builder, spec, specs)
         return plan
-    if family == "jcop" and ledger.unknown_life_cycle \
+    if family == "jcop" and (ledger.unknown_life_cycle or ledger.unknown_registry) \
             and all(label in ledger.active for label, *_ in ISD_SLOTS):
         # STORE DATA / SET STATUS sent without an answer: re-sending them to a SECURED or locked card
-        # gets 6985 forever, so read the life cycle first (with the active, confirmed keys only)
+        # gets 6985 forever, so read the life cycle first (with the active, confirmed keys only); INSTALL /
+        # DELETE likewise: read the registry (applications and load files) before sending them again
         plan.probe = True
-        _probe_jcop_life_cycle(builder, spec)
+        _probe_jcop_state(builder, spec, life_cycle=bool(ledger.unknown_life_cycle),
+                          registry=bool(ledger.unknown_registry))
         return plan
     (_compile_jcop if family == "jcop" else _compile_desfire)(builder, spec, specs)
     return plan
@@ -570,12 +577,18 @@ def _life_cycle_proves(life_cycle: int | None, unit: str) -> bool:
     return unit == "lock" and life_cycle == CARD_LOCKED
 
 
-def _probe_jcop_life_cycle(b: _Builder, spec: dict) -> None:
-    """GET STATUS P1=80 (GP 2.3 11.4) in a channel opened with the ACTIVE keys: never a guessed key."""
+def _probe_jcop_state(b: _Builder, spec: dict, *, life_cycle: bool, registry: bool) -> None:
+    """GET STATUS (GP 2.3 11.4) in a channel opened with the ACTIVE keys (never a guessed key): P1=80 for
+    the card life cycle, P1=40 and P1=20 for the applications and load files a lost INSTALL / DELETE
+    may have made or removed."""
     isd_aid, open_op, level = _isd_fields(spec["isd"])
     keys = {name: b.ledger.active[label].ref for label, _, _, name in ISD_SLOTS}
     number = max(b.ledger.active[label].number for label, *_ in ISD_SLOTS)
     kvn = isd_kvn(spec["isd"]["new_keys"]["kvn"], number)
     b.add("select", aid=isd_aid)
     b.add(open_op, keys=keys, kvn=kvn, security_level=level)
-    b.add("gp.get_status", label="probe.life_cycle", scope="isd")
+    if life_cycle:
+        b.add("gp.get_status", label="probe.life_cycle", scope="isd")
+    if registry:
+        b.add("gp.get_status", label="probe.registry.applications", scope="applications")
+        b.add("gp.get_status", label="probe.registry.load_files", scope="load_files")

@@ -110,6 +110,7 @@ DESFIRE_KEY_TYPES = {"aes128": KeyType.AES, "2k3des": KeyType.DES, "3k3des": Key
                      "des": KeyType.DES}
 COMM_MODES = {"plain": CommMode.PLAIN, "mac": CommMode.MAC, "full": CommMode.FULL}
 STATUS_SCOPES = {"isd": gp.StatusScope.ISD, "applications": gp.StatusScope.APPLICATIONS,
+                 "load_files": gp.StatusScope.LOAD_FILES,
                  "sd_and_associated": gp.StatusScope.SD_AND_ASSOCIATED}
 
 
@@ -355,12 +356,18 @@ def _gp_get_status(run: _Run, step: Mapping) -> dict:
     try:
         entries = gp.get_status(_secure(run, "gp.get_status"), scope)
     except StatusWordError as exc:
-        if exc.sw != 0x6985:
+        if exc.sw == 0x6A88 and scope != gp.StatusScope.ISD:
+            entries = []  # "referenced data not found" (GP 2.3 11.4.3): nothing of this kind is registered
+        elif exc.sw != 0x6985:
             raise
-        return {"refused_sw": "6985"}
+        else:
+            return {"refused_sw": "6985"}
     observed: dict = {"entries": len(entries)}
     if scope == gp.StatusScope.ISD and entries:
         observed["life_cycle"] = entries[0].life_cycle
+    elif scope != gp.StatusScope.ISD:
+        # the registry probe: every AID of this kind, so the CMS settles a lost INSTALL / DELETE
+        observed["aids"] = [entry.aid.hex().upper() for entry in entries]
     return observed
 
 

@@ -56,7 +56,11 @@ Additions used by the CMS side (cards/compiler.py, cards/services/jobs.py); all 
 - "observed" of a probe step: desfire.get_key_version -> {"key_version": <int the card answered>};
   gp.key_information -> {"kvns": [<every key version number the card lists>]};
   gp.get_status (scope "isd", in an open secure channel) -> {"life_cycle": <the ISD's = the card's
-  life cycle byte, GP 2.3 11.4>} or {"refused_sw": "6985"} when the authenticated card refuses it;
+  life cycle byte, GP 2.3 11.4>} or {"refused_sw": "6985"} when the authenticated card refuses it
+  (which proves no life cycle: the CMS quarantines the card as life_cycle_unknown); gp.get_status
+  (scope "applications" or "load_files", labels "probe.registry.applications" / ".load_files") ->
+  {"entries": n, "aids": [<each AID in hex>]} ([] on 6A88, nothing registered): the registry probe
+  that settles an INSTALL / DELETE whose answer was lost;
   desfire.get_application_ids -> {"aids": [<each AID's 3 wire bytes as one big-endian int>]}
   (0xF0A001 for the step field "F0A001"); desfire.get_file_ids -> {"file_ids": [<file numbers>]}.
   Both list without authentication when the key settings allow free directory listing (bit 1 of

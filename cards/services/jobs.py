@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -34,6 +35,7 @@ from cards.compiler import (
     CREATE_OPS,
     ISD_SLOTS,
     LIFE_CYCLE_OPS,
+    REGISTRY_OPS,
     Held,
     Ledger,
     Plan,
@@ -436,7 +438,10 @@ def ledger_for(card: Card | None, tenant_id: int, *, masters: list[MasterKey] | 
                     unknown.add(step["label"])
                 if step.get("op") in LIFE_CYCLE_OPS and step.get("label"):
                     ledger.unknown_life_cycle.add(step["label"])
+                if step.get("op") in REGISTRY_OPS and step.get("label"):
+                    ledger.unknown_registry.add(step["label"])
             continue
+        registry: dict[str, list] = {}  # a registry probe's listings: label -> AIDs
         for entry in (job.result or {}).get("steps", []):
             index = entry.get("index")
             if not isinstance(index, int) or not 0 <= index < len(steps):
@@ -447,8 +452,13 @@ def ledger_for(card: Card | None, tenant_id: int, *, masters: list[MasterKey] | 
                 _settle_creates(step, entry.get("observed") or {}, unknown, ledger.done)
                 if step["label"] == "probe.life_cycle":
                     _settle_life_cycle(ledger, entry.get("observed") or {})
+                if step["label"].startswith("probe.registry.") \
+                        and isinstance((entry.get("observed") or {}).get("aids"), list):
+                    registry[step["label"]] = entry["observed"]["aids"]
             if entry.get("status") == "in_flight" and step.get("op") in LIFE_CYCLE_OPS and step.get("label"):
                 ledger.unknown_life_cycle.add(step["label"])
+            if entry.get("status") == "in_flight" and step.get("op") in REGISTRY_OPS and step.get("label"):
+                ledger.unknown_registry.add(step["label"])
             if entry.get("status") == "in_flight":
                 for version_id in _confirmed_ids(step.get("confirms")):
                     if version_id in version_labels:
@@ -461,6 +471,11 @@ def ledger_for(card: Card | None, tenant_id: int, *, masters: list[MasterKey] | 
         if failed.get("op") in LIFE_CYCLE_OPS and failed.get("label") \
                 and error.get("kind") in NOT_A_CARD_ANSWER:
             ledger.unknown_life_cycle.add(failed["label"])
+        if failed.get("op") in REGISTRY_OPS and failed.get("label") \
+                and error.get("kind") in NOT_A_CARD_ANSWER:
+            ledger.unknown_registry.add(failed["label"])  # sent, no answer: the card may have done it
+        if len(registry) == 2:
+            _settle_registry(ledger, {str(aid).upper() for aids in registry.values() for aid in aids})
         if _is_probe(job.script) and failed.get("op") == "desfire.select_application" \
                 and str(error.get("sw", "")).upper() == APPLICATION_NOT_FOUND:
             absent_aids.add(str(failed.get("aid", "")).upper())  # never created: its keys are the defaults
@@ -468,6 +483,7 @@ def ledger_for(card: Card | None, tenant_id: int, *, masters: list[MasterKey] | 
                         if not any(label.startswith(f"app.{aid}.") for aid in absent_aids)}
     ledger.unknown_creates = unknown - ledger.done
     ledger.unknown_life_cycle -= ledger.done
+    ledger.unknown_registry -= ledger.done
     return ledger
 
 
@@ -504,6 +520,17 @@ def _settle_life_cycle(ledger: Ledger, observed: dict) -> None:
 
 
 LIFE_CYCLE_UNKNOWN = "life_cycle_unknown"
+
+
+def _settle_registry(ledger: Ledger, present: set[str]) -> None:
+    """A registry probe (GET STATUS of the applications and of the load files) answers every lost INSTALL /
+    DELETE before it: an instance listed was installed, an AID no longer listed was deleted (done); the
+    others are sent again."""
+    for unit in list(ledger.unknown_registry):
+        kind, _, aid = unit.partition(".")
+        ledger.unknown_registry.discard(unit)
+        if (aid.upper() in present) == (kind == "install"):  # installed and listed, or deleted and gone
+            ledger.done.add(unit)
 
 
 def _life_cycle_refused(steps: list, entries: list, seen: dict[int, dict]) -> str | None:
@@ -822,6 +849,9 @@ def _sanitise_trace(trace, steps: list[dict]) -> list[dict]:
     return out[:2000]
 
 
+_HEX_AID = re.compile(r"^(?:[0-9A-F]{2})+$")
+
+
 def _plain_observation(observed: dict) -> dict:
     """What a card proved, as small scalars only (booleans, integers, short words, lists of integers)."""
     clean = {}
@@ -832,6 +862,9 @@ def _plain_observation(observed: dict) -> dict:
             clean[str(key)[:40]] = value
         elif isinstance(value, list) and len(value) <= 32 and all(isinstance(v, int) for v in value):
             clean[str(key)[:40]] = value
+        elif isinstance(value, list) and len(value) <= 64 and all(
+                isinstance(v, str) and 10 <= len(v) <= 32 and _HEX_AID.match(v) for v in value):
+            clean[str(key)[:40]] = value  # a registry probe's AIDs (5..16 bytes in hex)
     return clean
 
 
