@@ -123,11 +123,17 @@ class Job(models.Model):
         return self.state == JobState.REFUSED and not self.steps_done \
             and (self.error or {}).get("reason") == "expired"
 
+    def expired_no_result(self) -> bool:
+        """The expiry sweep failed this job NoResult because no result had been applied in time; the result
+        may still come (it arrived while Vault, the audit key or the database was down, and was retried)."""
+        return self.state == JobState.FAILED and (self.error or {}).get("kind") == "NoResult"
+
     def take_late_result(self, state: str) -> None:
         """The one way out of a finished state: a job refused as expired whose earlier copy did run on
         the card takes that copy's result (a station that checked the expiry before its replay ledger,
-        or a result that raced the refusal between two CMS workers). The caller holds the row lock."""
-        if not self.refused_unrun() or state not in (JobState.SUCCEEDED, JobState.FAILED,
-                                                     JobState.INTERRUPTED):
+        or a result that raced the refusal between two CMS workers); a job the sweep expired NoResult
+        takes its own result that came late. The caller holds the row lock."""
+        if not (self.refused_unrun() or self.expired_no_result()) \
+                or state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED):
             raise InvalidTransition(f"job {self.id}: {self.state} -> {state} is not a late result")
         self.state = state

@@ -986,11 +986,17 @@ def _count_redelivery(job_pk) -> dict | None:
 def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
     job = Job.objects.select_for_update(of=("self",)).select_related("station__tenant").get(pk=job_pk)
     late = job.state not in (JobState.DISPATCHED, JobState.RUNNING)
-    if late and not (job.refused_unrun() and result["state"] != JobState.REFUSED):
+    takes_late = job.refused_unrun() or job.expired_no_result()
+    if late and not (takes_late and result["state"] != JobState.REFUSED):
         raise Refused("replay", f"job {job.id} is already {job.state}")
     card = Card.objects.select_for_update().get(pk=job.card_id)
     if late and Job.objects.filter(card_id=card.pk, created_at__gt=job.created_at).exists():
         raise Refused("replay", f"job {job.id} is already {job.state} and the card has a newer job")
+    if late and job.expired_no_result() and not _is_probe(job.script):
+        # The expiry flagged the card because nothing said what this job did; its own result says it now.
+        # A job that is not a probe was made with the flag down, and no job came after it: the flag was
+        # the expiry's alone (the result's in-flight steps raise it again below).
+        card.probe_required = False
     station = job.station
     if card.tenant_id == station.tenant_id:
         card.tenant = station.tenant  # the same row, already read with the job
