@@ -7,6 +7,10 @@ Layout (prefix = settings.VAULT_PREFIX):
   version (`s<slot id>v<number>`); master key versions share `<prefix>/t<tenant>/masters`
   (field `m<master id>v<number>`). A job's keys therefore come back in one KV read per secret
   (the card's, plus the masters' for diversified keys) and ONE Transit batch decrypt.
+  Random keys of provisioning jobs come from pool secrets `<prefix>/t<tenant>/pool/<uuid>`
+  (fields `k<n>`, generated and wrapped ahead, 64 per Transit batch, see `pooled`): a key
+  version's `vault_ref` names its blob wherever it is. Master and pool ciphertexts are cached
+  per process (ciphertext only), so a job usually needs no KV read at all.
 - Binding: each blob is encrypted under the Transit derivation context = its own reference
   (`<path>#<field>`), so a blob copied to another field, card or tenant does not decrypt.
   (Transit's `associated_data` would do the same for aes256-gcm96, but OpenBao's `rewrap`
