@@ -32,12 +32,26 @@ class ReplayLedger:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         self.path.chmod(0o600)  # job ids and card UIDs: the station's business only
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._wal()
         self._db.execute("CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, state TEXT NOT NULL, "
                          "card_uid TEXT, received_at REAL NOT NULL, finished_at REAL, expires_at INTEGER)")
         self._db.execute("CREATE TABLE IF NOT EXISTS outbox (job_id TEXT PRIMARY KEY, "
                          "document TEXT NOT NULL, made_at REAL NOT NULL, resend_until REAL NOT NULL, "
                          "sent_at REAL, attempts INTEGER NOT NULL DEFAULT 0)")
+
+    def _wal(self) -> None:
+        """WAL mode (kept in the file). Switching takes an exclusive lock that SQLite's busy timeout does
+        not wait for: two agent processes starting on one home at once failed with "database is locked"
+        (tests/faults/test_double_delivery.py), so the switch is tried again, and skipped once done."""
+        for attempt in range(100):
+            try:
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if attempt == 99:
+                    raise
+                time.sleep(0.05)
 
     @classmethod
     def in_home(cls, home: str | Path) -> ReplayLedger:

@@ -21,6 +21,7 @@ PROCESSES, JOBS = 6, 12
 
 
 def _claim_all(path: str, job_ids: list[str], barrier, out) -> None:
+    barrier.wait(timeout=30)  # and open the file at the same instant (two agents started at once)
     ledger = ReplayLedger(path)
     won = []
     for job_id in job_ids:
@@ -32,8 +33,7 @@ def _claim_all(path: str, job_ids: list[str], barrier, out) -> None:
 
 
 def test_processes_claiming_the_same_job_at_once_admit_exactly_one(tmp_path):
-    path = tmp_path / "jobs.sqlite3"
-    ReplayLedger(path).close()
+    path = tmp_path / "jobs.sqlite3"  # not there yet: every process opens (creates, switches to WAL) at once
     job_ids = [str(uuid.uuid4()) for _ in range(JOBS)]
     context = multiprocessing.get_context("fork")
     barrier, out = context.Barrier(PROCESSES), context.Queue()
@@ -49,6 +49,31 @@ def test_processes_claiming_the_same_job_at_once_admit_exactly_one(tmp_path):
     ledger = ReplayLedger(path)
     assert ledger.counts() == {"running": JOBS}
     ledger.close()
+
+
+def _open_at_once(path: str, barrier, out) -> None:
+    barrier.wait(timeout=30)
+    try:
+        ReplayLedger(path).close()
+        out.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported by the assertion
+        out.put(repr(exc))
+
+
+def test_agents_starting_at_once_on_a_new_home_all_open_the_ledger(tmp_path):
+    """Before: "database is locked" from PRAGMA journal_mode=WAL (about 1 open in 20 failed so)."""
+    context = multiprocessing.get_context("fork")
+    answers = []
+    for round_ in range(10):
+        barrier, out = context.Barrier(PROCESSES), context.Queue()
+        path = str(tmp_path / f"jobs-{round_}.sqlite3")
+        workers = [context.Process(target=_open_at_once, args=(path, barrier, out)) for _ in range(PROCESSES)]
+        for worker in workers:
+            worker.start()
+        answers += [out.get(timeout=60) for _ in workers]
+        for worker in workers:
+            worker.join(30)
+    assert answers == ["ok"] * 10 * PROCESSES, [a for a in answers if a != "ok"]
 
 
 def test_an_expired_copy_of_a_job_already_run_is_a_replay_not_an_expiry(cms, identity, ledger):
