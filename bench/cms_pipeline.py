@@ -6,7 +6,14 @@ database (or PostgreSQL with --postgres) and the real Redis broker (the job goes
 `station.bench-*` queue that is deleted at the end). Between the two, the station's part -- open the
 sealed keys, run the compiled script on an in-process cardsim DESFire EV2 card, sign the result -- is
 timed separately and NOT counted: the figure is CMS overhead only. It also counts Vault round
-trips per card, by kind.
+trips per card, by kind, and splits the wall time spent waiting on SQL, Vault and the broker.
+
+Counted as a CMS worker does it: around each of the two task functions the database connection is
+closed or kept exactly as cms/celery.py does between tasks (DATABASE_CONN_MAX_AGE, default 60 s: kept
+and health-checked with one SELECT 1 at its first use in a task; 0: a new connection per task). NOT
+counted: Celery's own part of a task in the worker (message decoding, acks, prefork IPC, task logging:
+bench/pipeline.py measures the whole stack), the web process, and the PostgreSQL or Vault servers' CPU
+beyond the wait for their answers.
 
 Run: .venv/bin/python bench/cms_pipeline.py [--cards 200] [--postgres] [--profile N] [--sql-log FILE]
 """
@@ -132,18 +139,25 @@ def _run(args) -> None:
     real_send = jobs.dispatch
 
     def send(queue: str, envelope: dict) -> None:
+        start = time.perf_counter()
         real_send(queue, envelope)  # through Redis, as in production
+        waited["broker"] += (time.perf_counter() - start) * 1e3
         sent.append(envelope)
 
     jobs.dispatch = send
     calls: Counter = Counter()
+    waited: Counter = Counter()  # wall ms of the current card spent waiting on each backing service
     real_call = vault.call
 
     def counting(method, path, body=None, *, what):
         kind = path.split("/")[1] if path.startswith("transit/") else path.split("/")[0] + "/" + \
             path.split("/")[1]
         calls[kind] += 1
-        return real_call(method, path, body, what=what)
+        start = time.perf_counter()
+        try:
+            return real_call(method, path, body, what=what)
+        finally:
+            waited["vault"] += (time.perf_counter() - start) * 1e3
 
     vault.call = counting
     signing.ensure_signing_key()
@@ -162,20 +176,62 @@ def _run(args) -> None:
     def count_sql(execute, sql, params, many, context):
         statements[sql.split(" ", 1)[0]] += 1
         trail.append(sql)
-        return execute(sql, params, many, context)
+        start = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            waited["sql"] += (time.perf_counter() - start) * 1e3
+
+    from django.db import connections
+
+    wrapper_class = type(connections["default"])
+    real_commit = wrapper_class._commit
+
+    def timed_commit(self):
+        start = time.perf_counter()
+        try:
+            return real_commit(self)
+        finally:
+            statements["COMMIT"] += 1
+            waited["sql"] += (time.perf_counter() - start) * 1e3
+
+    wrapper_class._commit = timed_commit
+
+    real_usable = wrapper_class.is_usable
+
+    def timed_usable(self):  # CONN_HEALTH_CHECKS: a kept connection's first use in a task
+        start = time.perf_counter()
+        try:
+            return real_usable(self)
+        finally:
+            statements["SELECT 1 (health check)"] += 1
+            waited["sql"] += (time.perf_counter() - start) * 1e3
+
+    wrapper_class.is_usable = timed_usable
+    from cms.celery import close_old_connections
 
     def cms(function, document):
+        # as a CMS worker runs a task (cms/celery.py): the connection closed or kept around it by
+        # DATABASE_CONN_MAX_AGE, reconnected or health-checked at its first use, all of it counted
         with db.execute_wrapper(count_sql):
             if profiler is None:
-                return function(document)
+                close_old_connections()
+                try:
+                    return function(document)
+                finally:
+                    close_old_connections()
             profiler.enable()
             try:
+                close_old_connections()
                 return function(document)
             finally:
+                close_old_connections()
                 profiler.disable()
+    split: dict[str, list[float]] = {"sql": [], "vault": [], "broker": []}
     for n in range(args.cards):
         uid = "04" + n.to_bytes(6, "big").hex().upper()
         trail.clear()
+        waited.clear()
         report = protocol.sign_with({"v": 1, "type": "card_presented", "station": station.code,
                                      "reader": "bench", "uid": uid, "atr": "3B8180018080",
                                      "at": int(time.time()), "nonce": secrets.token_hex(8)}, sign)
@@ -208,6 +264,8 @@ def _run(args) -> None:
         cpu_ms.append((c1 - c0 + c5 - c4) * 1e3)
         card_ms.append((t3 - t2) * 1e3)
         station_ms.append((t4 - t1 - (t3 - t2)) * 1e3)
+        for kind, values in split.items():
+            values.append(waited[kind])
     with app.connection_for_write() as connection:
         connection.default_channel.queue_delete(f"station.{station.code}")
 
@@ -221,6 +279,8 @@ def _run(args) -> None:
           f"=> one CMS worker process: {1000 / statistics.fmean(cms_ms):.0f} cards/s")
     print(f"of which CPU in this process (SQL client, ORM, crypto, JSON; not the database's or Vault's): "
           f"median {statistics.median(cpu_ms):.1f} ms")
+    print("waiting on (wall, median per card; includes the client's own work for each call): "
+          + ", ".join(f"{kind} {statistics.median(values):.1f} ms" for kind, values in split.items()))
     print(f"not counted: virtual card {statistics.median(card_ms):.1f} ms median, station crypto "
           f"{statistics.median(station_ms):.1f} ms median")
     per_card = {kind: count / args.cards for kind, count in sorted(calls.items())}

@@ -86,12 +86,20 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         envsecret("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'cms.sqlite3'}",
-        conn_max_age=envint("DATABASE_CONN_MAX_AGE", "0"),
+        # seconds a connection is kept for the next request or Celery task (0: a new one every time, 16 ms
+        # more per card on PostgreSQL, bench/cms_pipeline.py)
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", "60"),
         # a kept connection (DATABASE_CONN_MAX_AGE > 0) is checked before it is reused by a request or a
         # Celery task, so a restarted PostgreSQL costs no failed request (tests/faults/test_postgres_restart)
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["CONN_MAX_AGE"] != 0:
+    # Celery's Django fixup closes every connection before and after each task unless this is set (it then
+    # force-closes only every 2 x this many tasks): cms/celery.py closes them as Django's request cycle does
+    # (close_old_connections: past CONN_MAX_AGE, unusable or in error), so DATABASE_CONN_MAX_AGE reaches
+    # the workers too.
+    CELERY_DB_REUSE_MAX = 2**30
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several processes (web, worker) write; wait for the lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
