@@ -16,7 +16,7 @@ Redis; the agents' own rusage split into start-up and the run; the driver), and 
 The CMS's own time per card and its Vault round trips are measured in-process by bench/cms_pipeline.py;
 the agents alone, without the CMS, by bench/agent.py.
 
-Run: .venv/bin/python -m bench.pipeline [--cards 200] [--stations 1,4,16]
+Run: .venv/bin/python -m bench.pipeline [--cards 200] [--stations 1,4,16] [--postgres]
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BROKER = os.environ.get("BENCH_BROKER", "")  # set by the driver for its station children
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"  # --postgres: scratch databases
 
 SPEC = {
     "schema": 1, "chip_family": "desfire",
@@ -308,6 +309,9 @@ def main() -> None:
     parser.add_argument("--cards", type=int, default=200,
                         help="cards per configuration (split over its stations)")
     parser.add_argument("--stations", default="1,4,16")
+    parser.add_argument("--postgres", action="store_true",
+                        help="run the CMS on a scratch database of the local PostgreSQL (127.0.0.1:5432), "
+                             "not the instance's SQLite file")
     args = parser.parse_args()
     if args.command == "station":
         station_main(args)
@@ -320,8 +324,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     BROKER, redis_process = start_redis(work / "redis")  # a private broker: nobody else's queue "cms"
     os.environ["BENCH_BROKER"] = BROKER
-    print(f"starting the CMS stack in {work} ...", flush=True)
-    stack = start_stack(work / "instance", BROKER)
+    database_url = _scratch_database() if args.postgres else None
+    print(f"starting the CMS stack in {work} on {'PostgreSQL' if database_url else 'SQLite'} ...", flush=True)
+    stack = start_stack(work / "instance", BROKER, database_url=database_url)
     try:
         profile = stack.shell(SETUP.replace("@SPEC@", repr(json.dumps(SPEC))))["profile"]
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -335,6 +340,24 @@ def main() -> None:
     finally:
         stop_stack(stack)
         stop(redis_process)
+        if database_url:
+            _drop_database(database_url)
+
+
+def _scratch_database() -> str:
+    import psycopg
+
+    name = f"bench_pipeline_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def _drop_database(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

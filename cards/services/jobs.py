@@ -285,6 +285,22 @@ def _claimed(order: Order) -> int:
             .values("card_id").distinct().count())
 
 
+def _claim_order(order: Order, card: Card) -> None:
+    """Lock the order row (held until this transaction commits) and take one of its cards: its quantity
+    is counted again under the lock, so two stations sharing a batch order never take more cards than
+    it has (the unlocked count in _match_order only picks the order). A card the order already holds
+    (a resume) takes nothing new."""
+    locked = Order.objects.select_for_update(of=("self",)).only("state", "quantity", "uids").get(pk=order.pk)
+    if locked.state not in (OrderState.OPEN, OrderState.IN_PROGRESS):
+        raise Refused("no_order", f"order {order.pk} is {locked.state}")
+    if locked.quantity is not None and not locked.uids and _claimed(order) >= locked.quantity \
+            and not Job.objects.filter(order=order, card=card).exists():
+        raise Refused("no_order", f"order {order.pk} has all its {locked.quantity} cards")
+    if locked.state == OrderState.OPEN:
+        Order.objects.filter(pk=order.pk).update(state=OrderState.IN_PROGRESS, updated_at=timezone.now())
+        order.state = OrderState.IN_PROGRESS
+
+
 def _match_order(station: Station, uid: str, card: Card | None) -> Order | None:
     """An order naming this UID first, then one for this station, then one for its line (oldest first)."""
     if card is not None:
@@ -665,9 +681,11 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
             _expire_stale_jobs(card, events)
             if card.jobs.filter(state__in=OPEN_JOB_STATES).exists():
                 raise Refused("busy", "the card already has a job in progress")
+        # The order is read here without a lock: it is locked (and its quantity checked again) only
+        # just before the job row is inserted, after the Vault round trips (_claim_order), so stations
+        # sharing one batch order do not queue behind each other's unwrap and signature.
         order = _match_order(station, uid, card)
         if order is not None:
-            order = Order.objects.select_for_update(of=("self",)).select_related("profile").get(pk=order.pk)
             profile = order.profile
         elif card is not None and card.profile_id is not None:
             # No order, but a card we provisioned: it gets what its ledger still owes it (a probe, a
@@ -750,9 +768,6 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
         card.state = CardState.PROVISIONING
     if not new_card:
         card.save()
-    if order is not None and order.state == OrderState.OPEN:
-        order.state = OrderState.IN_PROGRESS
-        order.save(update_fields=["state", "updated_at"])
     if resumes is None and not new_card:
         resumes = (card.jobs.filter(state__in=[JobState.INTERRUPTED, JobState.FAILED])
                    .order_by("-created_at").first())
@@ -767,6 +782,8 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
                             "steps": len(plan.steps), "refs": plan.refs,
                             "resumes": str(resumes.id) if resumes else ""})
     envelope = _seal_and_sign(job, card, station, plan, fresh, events, loaded=created)
+    if order is not None:
+        _claim_order(order, card)
     job.move_to(JobState.DISPATCHED)
     job.dispatched_at = timezone.now()
     # a job resuming one that never finished is the same work delivered again: the count carries over
@@ -804,7 +821,10 @@ def _seal_and_sign(job: Job, card: Card, station: Station, plan: Plan, fresh: di
 def _send(queue: str, envelope: dict) -> None:
     from cms.celery import app
 
-    app.send_task("station.run_job", args=[envelope], queue=queue)
+    # a short label for the message headers and worker logs, not Celery's saferepr of the whole signed
+    # envelope (script and sealed keys): CPU per dispatch, and the sealed blob stays out of every log line
+    app.send_task("station.run_job", args=[envelope], queue=queue,
+                  argsrepr=f"[job {envelope.get('job_id', '?')}]", kwargsrepr="{}")
 
 
 # Replaceable by tests that play the station without a broker; production sends through Celery.
