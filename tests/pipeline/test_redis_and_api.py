@@ -39,6 +39,9 @@ def test_job_goes_to_the_station_queue_through_redis_as_json(station, desfire_pr
     args, kwargs, _ = json.loads(message.body)
     envelope = args[0]
     assert envelope["job_id"] == answer["job"] and kwargs == {}
+    # the headers (and so the worker's log lines) name the job, not a repr of the envelope and its sealed keys
+    assert message.headers["argsrepr"] == f"[job {answer['job']}]"
+    assert envelope["sealed_keys"] not in json.dumps(message.headers)
     keys = station.open(envelope)  # what crossed the broker verifies and opens at the station only
     assert keys
 
