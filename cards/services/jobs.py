@@ -900,36 +900,36 @@ def _check_result_shape(result) -> None:
 def job_result_handle(result: dict) -> dict:
     """Verify a job's signed result and move the job, card, order and key ledger by what the card proved."""
     job_id = result.get("job_id") if isinstance(result, dict) else None
-    job = None
+    # The station refused a second copy of a job it had already received (a redelivery): that says nothing
+    # of the job. Taken as the job's outcome it raced the first copy's result (two CMS worker processes)
+    # and, first in, finished a job the card had run as "refused". It is counted in its own transaction.
+    copy = isinstance(result, dict) and result.get("state") == JobState.REFUSED \
+        and (result.get("error") or {}).get("reason") == "replay"
+    job = station = None
     try:
-        job = Job.objects.select_related("station__tenant").filter(pk=str(job_id)).first() \
-            if isinstance(job_id, str) and len(job_id) == 36 else None
-    except ValidationError:
-        job = None
-    station = job.station if job is not None else None
-    try:
-        if job is None:
-            raise Refused("unknown_job", f"no job {str(job_id)[:40]!r}")
-        if result.get("station") != station.code:
-            raise Refused("station", "the result names another station than the job's")
-        _verify_station_signature(result, station, "result")
-        failpoints.hit("result.verified")
-        _check_result_shape(result)
-        if result["state"] == JobState.REFUSED and (result.get("error") or {}).get("reason") == "replay":
-            # The station refused a second copy of a job it had already received (a redelivery): that
-            # says nothing of the job. Taken as the job's outcome it raced the first copy's result (two
-            # CMS worker processes) and, first in, finished a job the card had run as "refused".
+        with transaction.atomic():
+            # read once: a result's job locked here (the lock _apply_result works under, so no second read)
+            job = _result_job(job_id, lock=not copy)
+            station = job.station if job is not None else None
+            if job is None:
+                raise Refused("unknown_job", f"no job {str(job_id)[:40]!r}")
+            if result.get("station") != station.code:
+                raise Refused("station", "the result names another station than the job's")
+            _verify_station_signature(result, station, "result")
+            failpoints.hit("result.verified")
+            _check_result_shape(result)
+            if not copy:
+                if station.status != StationStatus.APPROVED:
+                    raise Refused("station", f"station {station.code} is {station.status}")
+                with EventBatch() as events:
+                    outcome = _apply_result(job, result, events)
+                failpoints.hit("result.applied")
+        if copy:
             poisoned = _count_redelivery(job.pk)
             if poisoned:
                 return poisoned
             raise Refused("replay_copy", f"the station refused a copy of job {job.id} it had already "
                                          "received; the first copy's result (or the expiry) decides the job")
-        if station.status != StationStatus.APPROVED:
-            raise Refused("station", f"station {station.code} is {station.status}")
-        with transaction.atomic():
-            with EventBatch() as events:
-                outcome = _apply_result(job.pk, result, events)
-            failpoints.hit("result.applied")
     except Refused as exc:
         return _refuse("job.result_refused", station, exc, job_id=str(job.id) if job else "",
                        card_uid=job.card.uid if job else "")
@@ -1003,8 +1003,21 @@ def _count_redelivery(job_pk) -> dict | None:
             "error": job.error}
 
 
-def _apply_result(job_pk, result: dict, events: EventBatch) -> dict:
-    job = Job.objects.select_for_update(of=("self",)).select_related("station__tenant").get(pk=job_pk)
+def _result_job(job_id, *, lock: bool) -> Job | None:
+    """The job a result names, with its station and tenant (None: no such job); `lock`: its row locked."""
+    if not (isinstance(job_id, str) and len(job_id) == 36):
+        return None
+    jobs = Job.objects.select_related("station__tenant")
+    if lock:
+        jobs = jobs.select_for_update(of=("self",))
+    try:
+        return jobs.filter(pk=job_id).first()
+    except ValidationError:
+        return None
+
+
+def _apply_result(job: Job, result: dict, events: EventBatch) -> dict:
+    """Move the job, card, order and ledger by a verified result; `job` is locked by the caller."""
     late = job.state not in (JobState.DISPATCHED, JobState.RUNNING)
     takes_late = job.refused_unrun() or job.expired_no_result()
     if late and not (takes_late and result["state"] != JobState.REFUSED):
