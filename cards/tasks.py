@@ -26,6 +26,7 @@ from audit.errors import AuditUnavailable
 from cards.services import jobs
 from cms import failpoints
 from cms.errors import KeystoreUnavailable
+from cms.periodic import deferred_while_away
 
 log = structlog.get_logger(__name__)
 
@@ -109,8 +110,8 @@ def job_follow_up(job_id: str) -> dict:
     return {"next_job": jobs.job_follow_up(job_id)}
 
 
-@shared_task(name="cards.expire_jobs", ignore_result=True, autoretry_for=TRANSIENT, retry_backoff=5,
-             max_retries=3)
+@shared_task(name="cards.expire_jobs", ignore_result=True)
+@deferred_while_away("cards.expire_jobs")
 def expire_jobs() -> dict:
     """Beat: jobs that can no longer report are failed and their cards flagged for a probe."""
     return jobs.jobs_expire_sweep()

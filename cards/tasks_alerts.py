@@ -10,23 +10,27 @@ from django.db import OperationalError
 from audit.errors import AuditUnavailable
 from cards import alerts, webhooks
 from cms.errors import KeystoreUnavailable
+from cms.periodic import deferred_while_away
 
 TRANSIENT = (KeystoreUnavailable, AuditUnavailable, OperationalError)
 
 
 @shared_task(name="alerts.run_rules", time_limit=120, soft_time_limit=100)
+@deferred_while_away("alerts.run_rules")
 def run_alert_rules() -> dict:
     """Beat: failed authentications, unwrap rate, station IP and heartbeat."""
     return alerts.alerts_run_rules()
 
 
 @shared_task(name="alerts.audit_chain", time_limit=1800, soft_time_limit=1750)
+@deferred_while_away("alerts.audit_chain")
 def check_audit_chain() -> dict:
     """Beat: walk the audit chain; a break is an alert in every tenant."""
     return alerts.alerts_check_audit_chain()
 
 
 @shared_task(name="webhooks.collect", time_limit=120, soft_time_limit=100)
+@deferred_while_away("webhooks.collect")
 def collect_webhooks() -> dict:
     """Beat: audit events -> webhook deliveries (each then sent by webhooks.deliver)."""
     return webhooks.webhooks_collect()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from cms.periodic import deferred_while_away
 from keys import campaigns
 
 
@@ -16,6 +17,7 @@ def campaign_batch(campaign_id: int) -> int:
 
 
 @shared_task(name="keys.grace_sweep", time_limit=600, soft_time_limit=580)
+@deferred_while_away("keys.grace_sweep")
 def grace_sweep() -> dict:
     """Beat: destroy retired key versions whose grace period has ended."""
     return campaigns.grace_sweep()

@@ -142,7 +142,8 @@ def test_vault_sealed_before_dispatch(cms_stack, station):
         "cases_detail": [f"sealed before dispatch: {refused}; after unseal {outcome['states']}, whole "
                          f"{outcome['whole']}"]})
     assert nothing_written, refused
-    assert by_name, (said, refused)
+    assert by_name, (said, refused["audit"], [line[:300] for line in cms_stack.log.read_text(errors="replace")
+                                               .splitlines() if "raised unexpected" in line])
     assert recovered, (outcome, cms_stack.tail(3000))
     assert card.wrong_key_auths == 0
 
