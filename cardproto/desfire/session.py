@@ -17,6 +17,8 @@ from .constants import PICC_AID, AuthMode, Cmd, CommMode, KeyType
 from .crypto import crc32, wipe
 from .files import FileCommands
 
+UID_LENGTH = 7  # GetCardUID: the 7-byte UID of DESFire EV1/EV2/EV3 (MF3ICD81 datasheet, GetCardUID)
+
 
 @dataclass(frozen=True)
 class Version:
@@ -92,9 +94,11 @@ class DESFire(AuthCommands, FileCommands):
         return Version(raw[0:7], raw[7:14], raw[14:21], raw[21:26], raw[26], raw[27])
 
     def get_card_uid(self) -> bytes:
-        """The real UID (needs an authentication; the answer is encrypted)."""
+        """The real 7-byte UID (needs an authentication; the answer is encrypted). The length is given:
+        EV1 FULL mode pads UID || CRC32 with zeros, and searching for where the CRC verifies also finds a
+        longer match for about 1 UID in 235."""
         return self._cmd(Cmd.GET_CARD_UID, tx=CommMode.FULL if self.auth_mode == AuthMode.EV2 else
-                         CommMode.PLAIN, rx=CommMode.FULL)
+                         CommMode.PLAIN, rx=CommMode.FULL, rx_length=UID_LENGTH)
 
     def free_memory(self) -> int:
         raw = self._cmd(Cmd.FREE_MEMORY, tx=self._mgmt(), rx=self._mgmt())
