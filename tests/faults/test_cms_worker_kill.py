@@ -25,6 +25,7 @@ from cms import failpoints
 from tests.e2e import stack as stack_module
 from tests.e2e.station import agent_process, start_redis, stop, wait_started
 from tests.e2e.test_pipeline import AID, LEDGER, SETUP, _api, _order
+from tests.faults.acting import wait_for as wait
 from tests.faults.conftest import FAST
 from tests.support.proof import record
 
@@ -127,16 +128,6 @@ def card_of(stack, uid: str) -> dict:
     body = _api(stack, "GET", "cards/", params={"uid": uid}).json()
     rows = body["results"] if isinstance(body, dict) else body
     return next(c for c in rows if c["uid"] == uid)
-
-
-def wait(predicate, timeout: float, what: str, poll: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise TimeoutError(what)
 
 
 def settled(stack, uid: str, count: int) -> list[dict] | None:

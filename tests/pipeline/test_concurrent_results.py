@@ -6,15 +6,14 @@ one in and refuse the other as a replay. PostgreSQL only: SQLite serialises ever
 row lock would go untested."""
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from audit.models import AuditEvent
 from cards import tasks
 from cards.models import Job
 from keys.models import KeyVersion
+from tests.support.concurrency import at_once
 
 from .conftest import DESFIRE_UID
 
@@ -31,25 +30,7 @@ def _postgresql():
 
 
 def _deliver_at_once(results: list[dict]) -> list[dict]:
-    barrier = threading.Barrier(len(results))
-    outcomes: list = [None] * len(results)
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            outcomes[index] = tasks.job_result.run(results[index])
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            outcomes[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(results))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not any(isinstance(o, Exception) or o is None for o in outcomes), outcomes
-    return outcomes
+    return at_once(tasks.job_result.run, results)
 
 
 @pytest.fixture

@@ -5,15 +5,15 @@ two cards: exactly two jobs are made, the other two presentations are refused by
 worker with its own PostgreSQL session released by a barrier (PostgreSQL only: SQLite serialises writers)."""
 from __future__ import annotations
 
-import threading
 import uuid
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from audit.models import AuditEvent
 from cards import tasks
 from cards.models import Card, Job
+from tests.support.concurrency import at_once
 
 pytestmark = [pytest.mark.vault, pytest.mark.django_db(transaction=True)]
 UIDS = [f"04A1B2C3D4E5{i:02X}" for i in range(1, 5)]
@@ -26,26 +26,7 @@ def _postgresql():
 
 
 def _present_at_once(station, uids: list[str]) -> list[dict]:
-    barrier = threading.Barrier(len(uids))
-    outcomes: list = [None] * len(uids)
-    reports = [station.report("card_presented", uid=uid) for uid in uids]
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            outcomes[index] = tasks.station_report.run(reports[index])
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            outcomes[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(uids))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not any(isinstance(o, Exception) or o is None for o in outcomes), outcomes
-    return outcomes
+    return at_once(tasks.station_report.run, [station.report("card_presented", uid=uid) for uid in uids])
 
 
 def test_an_order_never_gives_out_more_cards_than_its_quantity(station, desfire_profile, order_for, sent):
