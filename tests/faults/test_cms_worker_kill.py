@@ -14,7 +14,6 @@ duplicated); no wrong-key authentication reaches the card (91AE counted on it); 
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 
@@ -22,11 +21,10 @@ import pytest
 
 from cardsim.desfire import DESFireCard
 from cms import failpoints
-from tests.e2e import stack as stack_module
-from tests.e2e.station import agent_process, start_redis, stop, wait_started
-from tests.e2e.test_pipeline import AID, LEDGER, SETUP, _api, _order
+from tests.e2e.station import agent_process, stop, wait_started
+from tests.e2e.test_pipeline import AID, LEDGER, _api, _order
 from tests.faults.acting import wait_for as wait
-from tests.faults.conftest import FAST
+from tests.faults.conftest import fault_stack
 from tests.support.proof import record
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.vault, pytest.mark.slow, pytest.mark.xdist_group("pcsc")]
@@ -83,31 +81,6 @@ class ActingDESFire(DESFireCard):
         held = self.keys_held()
         return [k["version"] for k in held.get(AID.lower(), [])] == [1, 1, 1] \
             and held["000000"][0]["family"] == "aes"
-
-
-@contextlib.contextmanager
-def fault_stack(tmp_path_factory, extra: dict[str, str], broker: str | None = None):
-    """tests/faults/conftest.py's stack (short job timers, private Redis unless `broker`) plus `extra`
-    (patched in only while the stack starts, as there)."""
-    redis_process = None
-    if broker is None:
-        broker, redis_process = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        patch = pytest.MonkeyPatch()
-        base_env = stack_module._base_env
-        patch.setattr(stack_module, "_base_env", lambda: {**base_env(), **FAST, **extra})
-        try:
-            stack = stack_module.start_stack(tmp_path_factory.mktemp("stack") / "instance", broker)
-        finally:
-            patch.undo()
-        try:
-            stack.data = stack.shell(SETUP)
-            yield stack
-        finally:
-            stack_module.stop_stack(stack)
-    finally:
-        if redis_process is not None:
-            stop(redis_process)
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,8 @@ import time
 import psycopg
 import pytest
 
-from tests.e2e import stack as stack_module
-from tests.e2e.station import agent_process, start_redis, stop, wait_started
-from tests.e2e.test_pipeline import SETUP, _api, _order
+from tests.e2e.station import agent_process, stop, wait_started
+from tests.e2e.test_pipeline import _api, _order
 from tests.faults.acting import (
     ActingDESFire,
     card_of,
@@ -43,7 +42,7 @@ from tests.faults.acting import (
     wait_for,
     whole,
 )
-from tests.faults.conftest import FAST
+from tests.faults.conftest import fault_stack
 from tests.support.pgcluster import start_cluster
 from tests.support.proof import record
 
@@ -72,22 +71,9 @@ def pg():
 @pytest.fixture(scope="module")
 def cms_stack(tmp_path_factory, pg):
     """tests/faults/conftest.py's stack, on the private cluster."""
-    patch = pytest.MonkeyPatch()
-    base_env = stack_module._base_env
     kept = os.environ.get("FAULT_PG_CONN_MAX_AGE", "60")
-    patch.setattr(stack_module, "_base_env", lambda: {**base_env(), **FAST, "DATABASE_CONN_MAX_AGE": kept})
-    broker, redis_process = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        stack = stack_module.start_stack(tmp_path_factory.mktemp("stack") / "instance", broker,
-                                         database_url=pg.url("cms"))
-        try:
-            stack.data = stack.shell(SETUP)
-            yield stack
-        finally:
-            stack_module.stop_stack(stack)
-    finally:
-        stop(redis_process)
-        patch.undo()
+    with fault_stack(tmp_path_factory, {"DATABASE_CONN_MAX_AGE": kept}, database_url=pg.url("cms")) as stack:
+        yield stack
 
 
 class RowLock:

@@ -33,11 +33,11 @@ from readeragent.monitor import make_report
 from readeragent.worker import make_app
 from tests.e2e.station import agent_process, stop, wait_started
 from tests.e2e.test_pipeline import _order
+from tests.faults.conftest import fault_stack
 from tests.faults.test_cms_worker_kill import (
     AUDIT,
     ActingDESFire,
     card_of,
-    fault_stack,
     jobs_of,
     ledger_whole,
     present_until_whole,
