@@ -265,7 +265,8 @@ def card_presented(*, station: Station, report: dict) -> dict:
             raise
         return {"status": "duplicate", "job": str(existing.id)}
     if job is None:
-        return {"status": "nothing_to_do"}
+        # the card holds what its order and ledger ask: named, so the worker's log says which card it was
+        return {"status": "nothing_to_do", "card": uid}
     return {"status": "dispatched", "job": str(job.id), "probe": _is_probe(job.script)}
 
 

@@ -15,6 +15,7 @@ from cardsim.desfire import DESFireCard
 from tests.e2e.test_pipeline import AID, _api
 
 OPEN = ("created", "dispatched", "running", "pending")
+APPLICATION_ABSENT = "91A0"  # a probe's SelectApplication: never created
 
 
 class ActingDESFire(DESFireCard):
@@ -49,6 +50,12 @@ class ActingDESFire(DESFireCard):
             self.acted.append(self._seen)
         return answer
 
+    def fresh(self) -> str:
+        """Factory state again (a new UID); returns the UID."""
+        self.load_state(fresh_desfire_state())
+        self.wrong_key_auths, self.acted, self.job_apdus = 0, [], 0
+        return self.uid.hex().upper()
+
     def holds_ledger(self) -> bool:
         """The campus profile's keys on the card: the application's three keys at version 1, an AES PICC
         master key (the transport 2K3DES key replaced)."""
@@ -70,6 +77,11 @@ def jobs_of(stack, uid: str) -> list[dict] | None:
     assert response.status_code == 200, (response.status_code, response.text[:300])
     body = response.json()
     return body["results"] if isinstance(body, dict) else body
+
+
+def closed_jobs(stack, uid: str) -> list[dict]:
+    """The card's jobs that are no longer open, newest first (none while the API answers 503)."""
+    return [j for j in jobs_of(stack, uid) or [] if j["state"] not in OPEN]
 
 
 def card_of(stack, uid: str) -> dict | None:
@@ -100,6 +112,49 @@ def audit_reasons(stack, uid: str, action: str) -> list:
     """The reasons of the card's audit events with `action`, in order (read in `manage.py shell`: the
     API's audit trail is for people with the audit permission, not the MES service account)."""
     return stack.shell(AUDIT.replace("@UID@", repr(uid)).replace("@ACTION@", repr(action)))
+
+
+def present(stack, reader, uid: str, count: int) -> list[dict]:
+    """Present the card once more and wait until the CMS has dealt with it: its `count`-th job made and
+    settled, or nothing to send (the CMS worker's log names the card: a result that came late may have made
+    the ledger whole after the caller read it), or the card refused as quarantined. The card's jobs, newest
+    first."""
+    marker = f"'status': 'nothing_to_do', 'card': '{uid}'"
+    before = stack.tail(10**9).count(marker)
+    time.sleep(2.2)  # the monitor reports a card only after it saw the reader empty
+    reader.bridge.insert()
+
+    def dealt_with():
+        jobs = jobs_of(stack, uid)
+        if jobs is None or any(j["state"] in OPEN for j in jobs):
+            return None
+        if len(jobs) >= count or stack.tail(10**9).count(marker) > before \
+                or (card_of(stack, uid) or {}).get("state") == "quarantined":
+            return jobs
+        return None
+
+    try:
+        return wait_for(dealt_with, 60, f"{uid}: presentation {count} was not dealt with: "
+                                        f"jobs {jobs_of(stack, uid)}\n{stack.tail(4000)}")
+    finally:
+        reader.bridge.remove()
+
+
+def present_until_whole(stack, reader, uid: str, *, card: ActingDESFire | None = None, most: int = 4,
+                        slots: int = 4) -> tuple[list[dict], list, int]:
+    """Present the card again (probe, resume) until its ledger is whole (and `card` holds it) or `most`
+    presentations did not do it; stops at a job that failed other than a probe learning that an application
+    is absent (91A0). Returns (jobs oldest first, ledger, presentations made)."""
+    made = 0
+    jobs = jobs_of(stack, uid) or []
+    ledger = ledger_of(stack, uid)
+    while not (whole(ledger, slots) and (card is None or card.holds_ledger())) and made < most:
+        made += 1
+        jobs = present(stack, reader, uid, len(jobs) + 1)
+        ledger = ledger_of(stack, uid)
+        if jobs[0]["state"] != "succeeded" and (jobs[0].get("error") or {}).get("sw") != APPLICATION_ABSENT:
+            break
+    return list(reversed(jobs)), ledger, made
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.3):

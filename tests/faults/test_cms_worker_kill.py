@@ -19,18 +19,16 @@ import time
 
 import pytest
 
-from cardsim.desfire import DESFireCard
 from cms import failpoints
 from tests.e2e.station import agent_process, stop, wait_started
-from tests.e2e.test_pipeline import AID, LEDGER, _api, _order
+from tests.e2e.test_pipeline import _order
+from tests.faults.acting import ActingDESFire, card_of, jobs_of, present_until_whole, settled, whole
 from tests.faults.acting import wait_for as wait
 from tests.faults.conftest import fault_stack
 from tests.support.proof import record
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.vault, pytest.mark.slow, pytest.mark.xdist_group("pcsc")]
-OPEN = ("created", "dispatched", "running", "pending")
 POINTS = ("result.verified", "result.applied", "result.committed")
-SLOTS = 4  # campus profile: PICC master + the application's 3 keys
 
 AUDIT = """
 import json
@@ -41,48 +39,6 @@ print("E2E " + json.dumps([[j, a, (d or {}).get("reason")] for j, a, d in rows])
 """
 
 
-class ActingDESFire(DESFireCard):
-    """A virtual DESFire EV2 that counts the authentications it refused (91AE: a wrong key) and, after
-    executing the n-th APDU of a job (counted after the agent's GET DATA FF CA; the monitor's FF CA is
-    followed by its GetVersion 90 60), calls `actions[n]()`."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.actions: dict = {}
-        self.acted: list[int] = []
-        self._counting = False
-        self._seen = 0
-        self.wrong_key_auths = 0
-
-    def transmit(self, apdu: bytes) -> bytes:
-        action = None
-        if apdu[:2] == b"\xff\xca":
-            self._counting, self._seen = True, 0
-        elif self._counting and apdu[1] == 0x60 and self._seen == 0:
-            self._counting = False
-        elif self._counting:
-            self._seen += 1
-            action = self.actions.pop(self._seen, None)
-        answer = super().transmit(apdu)
-        if answer[-2:] == b"\x91\xae":
-            self.wrong_key_auths += 1
-        if action is not None:
-            self.acted.append(self._seen)
-            action()
-        return answer
-
-    def fresh(self) -> str:
-        """Factory state again (a new UID); returns the UID."""
-        self.load_state(DESFireCard("ev2", picc_key_type="des").to_state())
-        self.wrong_key_auths, self.acted = 0, []
-        return self.uid.hex().upper()
-
-    def holds_ledger(self) -> bool:
-        held = self.keys_held()
-        return [k["version"] for k in held.get(AID.lower(), [])] == [1, 1, 1] \
-            and held["000000"][0]["family"] == "aes"
-
-
 @pytest.fixture(scope="module")
 def cms_stack(tmp_path_factory):
     armed = tmp_path_factory.mktemp("failpoints")
@@ -90,49 +46,6 @@ def cms_stack(tmp_path_factory):
                                         "CMS_FAILPOINTS_DIR": str(armed)}) as stack:
         stack.failpoints = armed
         yield stack
-
-
-def jobs_of(stack, uid: str) -> list[dict]:
-    body = _api(stack, "GET", "jobs/", params={"card_uid": uid}).json()
-    return body["results"] if isinstance(body, dict) else body
-
-
-def card_of(stack, uid: str) -> dict:
-    body = _api(stack, "GET", "cards/", params={"uid": uid}).json()
-    rows = body["results"] if isinstance(body, dict) else body
-    return next(c for c in rows if c["uid"] == uid)
-
-
-def settled(stack, uid: str, count: int) -> list[dict] | None:
-    """The card's jobs (newest first) once at least `count` exist and none is open."""
-    jobs = jobs_of(stack, uid)
-    return None if any(j["state"] in OPEN for j in jobs) or len(jobs) < count else jobs
-
-
-def ledger_whole(ledger: list) -> bool:
-    """Every slot of the profile has exactly one version, active (none lost, none duplicated)."""
-    return len(ledger) == SLOTS and len({(role, key_no) for role, key_no, *_ in ledger}) == SLOTS \
-        and all(state == "active" and number == 1 for _, _, number, state in ledger)
-
-
-def present_until_whole(stack, reader, uid: str, *, most: int = 4) -> tuple[list, list, int]:
-    """Present the card again (probe, resume) until its ledger is whole or `most` presentations did not
-    do it; returns (jobs oldest first, ledger, presentations made)."""
-    made = 0
-    jobs = jobs_of(stack, uid)
-    ledger = stack.shell(LEDGER.replace("@UID@", repr(uid)))
-    while not ledger_whole(ledger) and made < most:
-        time.sleep(2.2)  # the monitor reports a card only after it saw the reader empty
-        count = len(jobs) + 1
-        reader.bridge.insert()
-        made += 1
-        jobs = wait(lambda count=count: settled(stack, uid, count), 60, f"jobs of {uid} did not settle")
-        reader.bridge.remove()
-        ledger = stack.shell(LEDGER.replace("@UID@", repr(uid)))
-        failing = (jobs[0].get("error") or {}).get("sw") not in (None, "91A0")
-        if jobs[0]["state"] != "succeeded" and failing:
-            break  # a failure other than a probe learning that an application is absent: stop here
-    return list(reversed(jobs)), ledger, made
 
 
 def test_cms_worker_sigkilled_while_processing_a_result(cms_stack, enrolled_station, pcsc_card, monkeypatch):
@@ -164,7 +77,7 @@ def test_cms_worker_sigkilled_while_processing_a_result(cms_stack, enrolled_stat
                                      f"{log.read_text(errors='replace')[-3000:]}\n{cms_stack.tail(5000)}")
             flagged = card_of(cms_stack, uid)["probe_required"]
             reader.bridge.remove()
-            jobs, ledger, presentations = present_until_whole(cms_stack, reader, uid)
+            jobs, ledger, presentations = present_until_whole(cms_stack, reader, uid, card=card)
             audit = cms_stack.shell(AUDIT.replace("@JOBS@", json.dumps([first["id"]])))
             outcomes[point] = {
                 "first": (first["state"], (first.get("error") or {}).get("kind")), "probe_flagged": flagged,
@@ -172,7 +85,7 @@ def test_cms_worker_sigkilled_while_processing_a_result(cms_stack, enrolled_stat
                 "job_finished_events": sum(1 for _, action, _ in audit if action == "job.finished"),
                 "replays_refused": sum(1 for _, action, reason in audit
                                        if action == "job.result_refused" and reason == "replay"),
-                "ledger": ledger, "whole": ledger_whole(ledger) and card.holds_ledger(),
+                "ledger": ledger, "whole": whole(ledger) and card.holds_ledger(),
                 "card_state": card_of(cms_stack, uid)["state"], "wrong_key_auths": card.wrong_key_auths}
     finally:
         stop(agent)

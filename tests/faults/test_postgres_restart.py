@@ -37,7 +37,7 @@ from tests.faults.acting import (
     ActingDESFire,
     card_of,
     fresh_desfire_state,
-    ledger_of,
+    present_until_whole,
     settled,
     wait_for,
     whole,
@@ -187,21 +187,10 @@ def test_postgres_restarted_mid_job(cms_stack, pg, station, moment):
     outcome = {"fault": fault, "first": (first["state"], (first.get("error") or {}).get("kind")),
                "jobs": len(jobs), "probe_flagged": card_of(cms_stack, uid)["probe_required"],
                "finished_events": finished, "job_apdus": card.job_apdus}
-    presentations = 1
-    ledger = ledger_of(cms_stack, uid)
-    while not (whole(ledger) and card.holds_ledger()) and presentations < 5:
-        time.sleep(2.2)
-        reader.bridge.insert()
-        presentations += 1
-        jobs = wait_for(lambda count=presentations: settled(cms_stack, uid, count), 60,
-                        f"{moment}: jobs did not settle after presentation {presentations}")
-        reader.bridge.remove()
-        ledger = ledger_of(cms_stack, uid)
-        if jobs[0]["state"] != "succeeded":
-            break
+    jobs, ledger, again = present_until_whole(cms_stack, reader, uid, card=card)  # oldest first
     detail = _api(cms_stack, "GET", f"jobs/{first['id']}/").json()
-    outcome.update(ledger=ledger, whole=whole(ledger) and card.holds_ledger(), presentations=presentations,
-                   states=[j["state"] for j in reversed(jobs)], steps_done=detail.get("steps_done"),
+    outcome.update(ledger=ledger, whole=whole(ledger) and card.holds_ledger(), presentations=1 + again,
+                   states=[j["state"] for j in jobs], steps_done=detail.get("steps_done"),
                    wrong_key_auths=card.wrong_key_auths, seconds=round(time.monotonic() - started, 1))
     print(moment, outcome)
     named = outcome["first"] == ("succeeded", None) and finished == ["job.finished"] or (

@@ -33,20 +33,13 @@ from readeragent.monitor import make_report
 from readeragent.worker import make_app
 from tests.e2e.station import agent_process, stop, wait_started
 from tests.e2e.test_pipeline import _order
+from tests.faults.acting import OPEN, ActingDESFire, card_of, closed_jobs, jobs_of, present_until_whole, whole
+from tests.faults.acting import wait_for as wait
 from tests.faults.conftest import fault_stack
-from tests.faults.test_cms_worker_kill import (
-    AUDIT,
-    ActingDESFire,
-    card_of,
-    jobs_of,
-    ledger_whole,
-    present_until_whole,
-    wait,
-)
+from tests.faults.test_cms_worker_kill import AUDIT
 from tests.support.proof import record
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.vault, pytest.mark.slow, pytest.mark.xdist_group("pcsc")]
-OPEN = ("created", "dispatched", "running", "pending")
 ACT_AT = 10  # the job's 10th APDU: the PICC and application keys have changed by then
 
 
@@ -123,7 +116,7 @@ def _consumer(broker: Broker, op: str, timeout: float = 30) -> None:
 
 
 def _outcome(stack, card: ActingDESFire, uid: str, first: dict, flagged: bool, reader) -> dict:
-    jobs, ledger, presentations = present_until_whole(stack, reader, uid)
+    jobs, ledger, presentations = present_until_whole(stack, reader, uid, card=card)
     audit = stack.shell(AUDIT.replace("@JOBS@", json.dumps([j["id"] for j in jobs])))
     finished = {}
     for job_id, action, _ in audit:
@@ -135,7 +128,7 @@ def _outcome(stack, card: ActingDESFire, uid: str, first: dict, flagged: bool, r
                                      and (j.get("error") or {}).get("kind") != "NoResult"),
             "replays_refused": sum(1 for _, action, reason in audit
                                    if action == "job.result_refused" and reason == "replay"),
-            "ledger": ledger, "whole": ledger_whole(ledger) and card.holds_ledger(),
+            "ledger": ledger, "whole": whole(ledger) and card.holds_ledger(),
             "card_state": card_of(stack, uid)["state"], "wrong_key_auths": card.wrong_key_auths}
 
 
@@ -172,7 +165,7 @@ def test_redis_restarted_mid_job(cms_stack, broker, enrolled_station, pcsc_card,
     try:
         wait_started(agent, log)
         try:
-            first = wait(lambda: [j for j in jobs_of(cms_stack, uid) if j["state"] not in OPEN], 60, "")[-1]
+            first = wait(lambda: closed_jobs(cms_stack, uid), 60, "")[-1]
         except TimeoutError:
             raise AssertionError(diagnose(f"queued: the lost job never closed: {jobs_of(cms_stack, uid)}"))
         outcomes["queued"] = _outcome(cms_stack, card, uid, first, card_of(cms_stack, uid)["probe_required"],
@@ -191,8 +184,7 @@ def test_redis_restarted_mid_job(cms_stack, broker, enrolled_station, pcsc_card,
             raise AssertionError(diagnose(f"running: acted {card.acted}, no result kept")) from None
         broker.restart()
         try:
-            first = wait(lambda uid=uid: [j for j in jobs_of(cms_stack, uid) if j["state"] not in OPEN],
-                         60, "")[-1]
+            first = wait(lambda uid=uid: closed_jobs(cms_stack, uid), 60, "")[-1]
         except TimeoutError:
             raise AssertionError(diagnose(f"running: the job never closed: {jobs_of(cms_stack, uid)}"))
         flagged = card_of(cms_stack, uid)["probe_required"]
@@ -212,8 +204,7 @@ def test_redis_restarted_mid_job(cms_stack, broker, enrolled_station, pcsc_card,
         broker.restart()
         _consumer(broker, "add_consumer")
         try:
-            first = wait(lambda uid=uid: [j for j in jobs_of(cms_stack, uid) if j["state"] not in OPEN],
-                         60, "")[-1]
+            first = wait(lambda uid=uid: closed_jobs(cms_stack, uid), 60, "")[-1]
         except TimeoutError:
             raise AssertionError(diagnose(f"waiting: the job never closed: {jobs_of(cms_stack, uid)}"))
         flagged = card_of(cms_stack, uid)["probe_required"]

@@ -33,6 +33,7 @@ from tests.faults.acting import (
     fresh_desfire_state,
     jobs_of,
     ledger_of,
+    present_until_whole,
     settled,
     wait_for,
     whole,
@@ -61,21 +62,12 @@ def _back(vault: localvault.Instance) -> None:
     localvault.up(vault.directory, port=vault.port, quiet=True)
 
 
-def _present_until_whole(stack, reader, card, uid, presentations, outcome):
+def _present_until_whole(stack, reader, card, uid, outcome):
     """Present the card again until its ledger is whole (a probe first when the card was flagged)."""
-    for _ in range(4):
-        time.sleep(2.2)
-        reader.bridge.insert()
-        presentations += 1
-        jobs = wait_for(lambda count=presentations: settled(stack, uid, count), 60,
-                        f"{uid}: jobs did not settle after presentation {presentations}")
-        reader.bridge.remove()
-        ledger = ledger_of(stack, uid)
-        if whole(ledger) or jobs[0]["state"] != "succeeded":
-            break
+    jobs, ledger, _ = present_until_whole(stack, reader, uid, card=card)
     outcome.update(ledger=ledger, whole=whole(ledger) and card.holds_ledger(),
-                   states=[j["state"] for j in reversed(jobs)],
-                   errors=[(j.get("error") or {}).get("kind") for j in reversed(jobs)])
+                   states=[j["state"] for j in jobs],
+                   errors=[(j.get("error") or {}).get("kind") for j in jobs])
     return outcome
 
 
@@ -131,7 +123,7 @@ def test_vault_sealed_before_dispatch(cms_stack, station):
         _back(vault)
     assert _health(cms_stack)[0] == 200
     outcome = {"sealed": refused}
-    _present_until_whole(cms_stack, reader, card, uid, 0, outcome)
+    _present_until_whole(cms_stack, reader, card, uid, outcome)
     nothing_written = refused["jobs"] == [] and refused["card"] is None and refused["ledger"] == [] \
         and refused["job_apdus"] == 0
     by_name = (refused["audit"] == ["unavailable"] if said == ["card.presentation_refused"]
@@ -196,7 +188,7 @@ def test_vault_sealed_while_the_agent_runs_the_job(cms_stack, station, fault):
         outcome.update(ledger=ledger, whole=whole(ledger) and card.holds_ledger(), states=["succeeded"],
                        errors=[None])
     else:
-        _present_until_whole(cms_stack, reader, card, uid, 1, outcome)
+        _present_until_whole(cms_stack, reader, card, uid, outcome)
     named = outcome["first"] == ("succeeded", None) or (outcome["first"] == ("failed", "NoResult")
                                                         and outcome["probe_flagged"])
     recovered = outcome["whole"] and outcome["states"][-1] == "succeeded"
