@@ -29,7 +29,8 @@ class OrderOutput(serializers.ModelSerializer):
     class Meta:
         model = Order
         fields = ["id", "tenant", "profile", "station", "line", "quantity", "uids", "idempotency_key",
-                  "state", "cards_done", "cards_failed", "created_by", "created_at", "updated_at"]
+                  "state", "cards_claimed", "cards_done", "cards_failed", "created_by", "created_at",
+                  "updated_at"]
 
 
 class OrderInput(serializers.Serializer):

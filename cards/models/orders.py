@@ -26,6 +26,10 @@ class Order(models.Model):
     # SHA-256 of the canonical request body: the same key with another body is a conflict.
     request_fingerprint = models.CharField(max_length=64)
     state = models.CharField(max_length=16, choices=OrderState.choices, default=OrderState.OPEN)
+    # distinct cards with a job under this order that is not refused or cancelled: what the order has taken
+    # of its quantity (kept by cards.services.jobs as jobs are claimed, refused, or take a late result;
+    # a count of the jobs instead grew with the order and was read twice for each card presented)
+    cards_claimed = models.PositiveIntegerField(default=0)
     cards_done = models.PositiveIntegerField(default=0)
     cards_failed = models.PositiveIntegerField(default=0)
     created_by = models.CharField(max_length=150, blank=True)

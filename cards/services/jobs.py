@@ -280,26 +280,52 @@ def _chip_type(hint, card: Card | None, order: Order) -> str:
     return ChipType.JCOP4 if order.profile.chip_family == "jcop" else ChipType.DESFIRE_EV2
 
 
-def _claimed(order: Order) -> int:
-    """How many cards the order has taken (one row from the database, not one per card)."""
-    return (Job.objects.filter(order=order).exclude(state__in=[JobState.REFUSED, JobState.CANCELLED])
-            .values("card_id").distinct().count())
+UNCOUNTED_JOB_STATES = (JobState.REFUSED, JobState.CANCELLED)  # a card whose jobs all are is not claimed
 
 
-def _claim_order(order: Order, card: Card) -> None:
-    """Lock the order row (held until this transaction commits) and take one of its cards: its quantity
-    is counted again under the lock, so two stations sharing a batch order never take more cards than
-    it has (the unlocked count in _match_order only picks the order). A card the order already holds
-    (a resume) takes nothing new."""
-    locked = Order.objects.select_for_update(of=("self",)).only("state", "quantity", "uids").get(pk=order.pk)
-    if locked.state not in (OrderState.OPEN, OrderState.IN_PROGRESS):
-        raise Refused("no_order", f"order {order.pk} is {locked.state}")
-    if locked.quantity is not None and not locked.uids and _claimed(order) >= locked.quantity \
-            and not Job.objects.filter(order=order, card=card).exists():
-        raise Refused("no_order", f"order {order.pk} has all its {locked.quantity} cards")
-    if locked.state == OrderState.OPEN:
-        Order.objects.filter(pk=order.pk).update(state=OrderState.IN_PROGRESS, updated_at=timezone.now())
-        order.state = OrderState.IN_PROGRESS
+def _holds_claim(order_id: int, card_id: int, *, other_than=None) -> bool:
+    """Whether the card has a job under the order that counts in its `cards_claimed`."""
+    jobs = Job.objects.filter(order_id=order_id, card_id=card_id).exclude(state__in=UNCOUNTED_JOB_STATES)
+    if other_than is not None:
+        jobs = jobs.exclude(pk=other_than)
+    return jobs.exists()
+
+
+def _claim_order(order: Order, card: Card, *, new_card: bool) -> None:
+    """Take one of the order's cards in one UPDATE, which locks the order row until this transaction
+    commits: `cards_claimed` is compared with the quantity and raised under that lock, so two stations
+    sharing a batch order never take more cards than it has (the unlocked read in _match_order only picks
+    the order). A card the order already holds (a resume) takes nothing new."""
+    open_order = Order.objects.filter(pk=order.pk, state__in=[OrderState.OPEN, OrderState.IN_PROGRESS])
+    now = timezone.now()
+    if not new_card and _holds_claim(order.pk, card.pk):
+        taken = open_order.update(state=OrderState.IN_PROGRESS, updated_at=now)
+    else:
+        if not order.uids:  # an order naming its UIDs takes exactly those
+            open_order = open_order.filter(Q(quantity__isnull=True) | Q(cards_claimed__lt=F("quantity")))
+        taken = open_order.update(cards_claimed=F("cards_claimed") + 1, state=OrderState.IN_PROGRESS,
+                                  updated_at=now)
+    if not taken:
+        current = Order.objects.only("state", "quantity").get(pk=order.pk)
+        if current.state not in (OrderState.OPEN, OrderState.IN_PROGRESS):
+            raise Refused("no_order", f"order {order.pk} is {current.state}")
+        raise Refused("no_order", f"order {order.pk} has all its {current.quantity} cards")
+    order.state = OrderState.IN_PROGRESS
+
+
+def _release_claim(job: Job) -> None:
+    """A job that will not count any more (refused): its card no longer takes one of the order's cards,
+    unless another of its jobs under the order still does."""
+    if job.order_id and not _holds_claim(job.order_id, job.card_id, other_than=job.pk):
+        Order.objects.filter(pk=job.order_id, cards_claimed__gt=0).update(
+            cards_claimed=F("cards_claimed") - 1)
+
+
+def _restore_claim(job: Job) -> None:
+    """A refused job that takes its late result counts again: the card ran it under the order (taken
+    whatever the quantity: it is on the card)."""
+    if job.order_id and not _holds_claim(job.order_id, job.card_id, other_than=job.pk):
+        Order.objects.filter(pk=job.order_id).update(cards_claimed=F("cards_claimed") + 1)
 
 
 def _match_order(station: Station, uid: str, card: Card | None) -> Order | None:
@@ -321,7 +347,7 @@ def _match_order(station: Station, uid: str, card: Card | None) -> Order | None:
             continue
         if order.station_id == station.pk or (order.station_id is None and order.line and
                                               order.line == station.line):
-            if order.quantity is None or _claimed(order) < order.quantity:
+            if order.quantity is None or order.cards_claimed < order.quantity:
                 return order
     return None
 
@@ -784,7 +810,7 @@ def _plan_and_send(*, station, card, order, profile, uid, atr, presentation_key,
                             "resumes": str(resumes.id) if resumes else ""})
     envelope = _seal_and_sign(job, card, station, plan, fresh, events, loaded=created)
     if order is not None:
-        _claim_order(order, card)
+        _claim_order(order, card, new_card=new_card)
     job.move_to(JobState.DISPATCHED)
     job.dispatched_at = timezone.now()
     # a job resuming one that never finished is the same work delivered again: the count carries over
@@ -1116,9 +1142,13 @@ def _apply_result(job: Job, result: dict, events: EventBatch) -> dict:
                    tenant=card.tenant, result="success",
                    details={"previous_state": job.state, "previous_error": job.error, "state": state},
                    **common)
+        if job.refused_unrun():
+            _restore_claim(job)
         job.take_late_result(state)
     else:
         job.move_to(state)
+        if state == JobState.REFUSED:
+            _release_claim(job)
     job.stage_reached = str(result.get("stage", ""))[:64]
     job.steps_done = sum(1 for e in entries if e["status"] == "done")
     job.result = {"state": state, "steps": [{"index": e["index"], "op": e["op"], "status": e["status"],

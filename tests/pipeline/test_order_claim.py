@@ -37,7 +37,7 @@ def test_an_order_never_gives_out_more_cards_than_its_quantity(station, desfire_
     assert Job.objects.filter(order=order).values("card_id").distinct().count() == 2
     assert len(sent) == 2
     order.refresh_from_db()
-    assert order.state == "in_progress"
+    assert (order.state, order.cards_claimed) == ("in_progress", 2)
     # a refused presentation leaves no card row, no key version, and says why
     dispatched = {o["job"] for o in outcomes if o["status"] == "dispatched"}
     assert Card.objects.filter(uid__in=UIDS).count() == 2
