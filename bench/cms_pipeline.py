@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"],
                         help="with --profile: order of the functions (tottime: own time, hot spots)")
     parser.add_argument("--sql-log", metavar="FILE", help="the last card's SQL, one statement a line")
+    parser.add_argument("--sql-times", action="store_true",
+                        help="per kind of statement (verb and first table): count and wall time per card")
     args = parser.parse_args()
 
     from cms import localvault
@@ -172,15 +175,25 @@ def _run(args) -> None:
 
     trail: list[str] = []  # the current card's SQL (--sql-log)
     statements: Counter = Counter()  # every SQL statement the CMS sends (no 9,000 cap like queries_log)
+    by_kind: Counter = Counter()  # --sql-times: wall ms by "VERB table"
+    kinds: Counter = Counter()
+
+    def timed(kind: str, ms: float) -> None:
+        waited["sql"] += ms
+        by_kind[kind] += ms
+        kinds[kind] += 1
 
     def count_sql(execute, sql, params, many, context):
-        statements[sql.split(" ", 1)[0]] += 1
+        verb = sql.split(" ", 1)[0]
+        statements[verb] += 1
         trail.append(sql)
+        table = re.search(r'(?:FROM|INTO|UPDATE) "(\w+)"', sql)
         start = time.perf_counter()
         try:
             return execute(sql, params, many, context)
         finally:
-            waited["sql"] += (time.perf_counter() - start) * 1e3
+            lock = " FOR UPDATE" if "FOR UPDATE" in sql else ""
+            timed(f"{verb} {table.group(1) if table else '?'}{lock}", (time.perf_counter() - start) * 1e3)
 
     from django.db import connections
 
@@ -193,7 +206,7 @@ def _run(args) -> None:
             return real_commit(self)
         finally:
             statements["COMMIT"] += 1
-            waited["sql"] += (time.perf_counter() - start) * 1e3
+            timed("COMMIT", (time.perf_counter() - start) * 1e3)
 
     wrapper_class._commit = timed_commit
 
@@ -205,7 +218,7 @@ def _run(args) -> None:
             return real_usable(self)
         finally:  # PostgreSQL: a SELECT 1 round trip; SQLite: no statement
             statements["health check"] += 1
-            waited["sql"] += (time.perf_counter() - start) * 1e3
+            timed("health check", (time.perf_counter() - start) * 1e3)
 
     wrapper_class.is_usable = timed_usable
     from cms.celery import close_old_connections
@@ -288,10 +301,25 @@ def _run(args) -> None:
           + f" (total {sum(per_card.values()):.2f})")
     print(f"SQL statements per card: {sum(statements.values()) / args.cards:.1f} ("
           + ", ".join(f"{k} {v / args.cards:.1f}" for k, v in statements.most_common()) + ")")
+    if args.sql_times:
+        print("SQL by kind (per card: statements, wall ms incl. the client's own work):")
+        for kind, ms in by_kind.most_common():
+            print(f"  {ms / args.cards:6.2f} ms  {kinds[kind] / args.cards:4.1f}x  {kind}")
     if profiler is not None:
         import pstats
 
-        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.profile)
+        stats = pstats.Stats(profiler)
+        by_package: Counter = Counter()  # own time by where the code lives
+        for (filename, _, _), (_, _, own, _, _) in stats.stats.items():
+            where = "builtins (C)" if filename == "~" else next(
+                (name for name in ("django", "psycopg", "celery", "kombu", "redis", "requests", "urllib3",
+                                   "cryptography", "structlog", "/cards/", "/keys/", "/audit/", "/cms/",
+                                   "/readeragent/", "/cardproto/") if name in filename), "python stdlib/other")
+            by_package[where.strip("/")] += own
+        print("own CPU time per card by package (profiled, so inflated):")
+        for where, own in by_package.most_common():
+            print(f"  {own * 1e3 / args.cards:6.2f} ms  {where}")
+        stats.sort_stats(args.sort).print_stats(args.profile)
     if args.sql_log:
         Path(args.sql_log).write_text("\n".join(sql[:300] for sql in trail))
 

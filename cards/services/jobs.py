@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from audit.errors import AuditUnavailable
@@ -125,6 +125,14 @@ def _refuse(action: str, station: Station | None, exc: Refused, *, code: str = "
         _station_event(action, station, code=code, result="failure", details=details, **fields)
     log.warning(action, reason=exc.reason, station=station.code if station else code)
     return {"status": "refused", "reason": exc.reason}
+
+
+class AlreadyMade(Exception):
+    """The report was handled before: its job exists (a redelivered report task)."""
+
+    def __init__(self, job_id: str):
+        super().__init__(job_id)
+        self.job_id = job_id
 
 
 def _verify_station_signature(document: dict, station: Station, what: str) -> None:
@@ -250,16 +258,17 @@ def card_presented(*, station: Station, report: dict) -> dict:
         return _refuse("card.presentation_refused", station,
                        Refused("malformed", "the KDD is not 10 bytes of hex"), card_uid=uid)
     key = _presentation_key(station, report)
-    existing = Job.objects.filter(presentation_key=key).first()
-    if existing is not None:
-        return {"status": "duplicate", "job": str(existing.id)}
     try:
         job, envelope = _prepare_job(station=station, uid=uid, atr=normalise_hex(str(report.get("atr", ""))),
                                      chip_hint=report.get("chip_type"), presentation_key=key, kdd=kdd)
+    except AlreadyMade as made:
+        return {"status": "duplicate", "job": made.job_id}
     except Refused as exc:
         action = "card.kdd_changed" if exc.reason == "kdd_changed" else "card.presentation_refused"
         return _refuse(action, station, exc, card_uid=uid)
     except IntegrityError:
+        # the same report again, whose job has finished (its presentation key is unique), or the card
+        # registered by a concurrent presentation (the report is retried: the card is found then)
         existing = Job.objects.filter(presentation_key=key).first()
         if existing is None:
             raise
@@ -706,7 +715,12 @@ def _prepare_job(*, station: Station, uid: str, atr: str, chip_hint, presentatio
                 raise Refused("card_state", f"the card is {card.state}: a person must release it first")
             _adopt_kdd(card, kdd)
             _expire_stale_jobs(card, events)
-            if card.jobs.filter(state__in=OPEN_JOB_STATES).exists():
+            open_jobs = list(card.jobs.filter(state__in=OPEN_JOB_STATES)
+                             .values_list("id", "presentation_key"))
+            made = next((job_id for job_id, key in open_jobs if key == presentation_key), None)
+            if made is not None:
+                raise AlreadyMade(str(made))  # this report was delivered before (a redelivered task)
+            if open_jobs:
                 raise Refused("busy", "the card already has a job in progress")
         # The order is read here without a lock: it is locked (and its quantity checked again) only
         # just before the job row is inserted, after the Vault round trips (_claim_order), so stations
@@ -1031,12 +1045,13 @@ def _count_redelivery(job_pk) -> dict | None:
 
 
 def _result_job(job_id, *, lock: bool) -> Job | None:
-    """The job a result names, with its station and tenant (None: no such job); `lock`: its row locked."""
+    """The job a result names, with its station, tenant and card (None: no such job); `lock`: the job's row
+    and its card's locked, in this order, in one statement (what `_apply_result` moves)."""
     if not (isinstance(job_id, str) and len(job_id) == 36):
         return None
-    jobs = Job.objects.select_related("station__tenant")
+    jobs = Job.objects.select_related("station__tenant", "card")
     if lock:
-        jobs = jobs.select_for_update(of=("self",))
+        jobs = jobs.select_for_update(of=("self", "card"))
     try:
         return jobs.filter(pk=job_id).first()
     except ValidationError:
@@ -1044,12 +1059,13 @@ def _result_job(job_id, *, lock: bool) -> Job | None:
 
 
 def _apply_result(job: Job, result: dict, events: EventBatch) -> dict:
-    """Move the job, card, order and ledger by a verified result; `job` is locked by the caller."""
+    """Move the job, card, order and ledger by a verified result; `job` and `job.card` are locked by the
+    caller (_result_job)."""
     late = job.state not in (JobState.DISPATCHED, JobState.RUNNING)
     takes_late = job.refused_unrun() or job.expired_no_result()
     if late and not (takes_late and result["state"] != JobState.REFUSED):
         raise Refused("replay", f"job {job.id} is already {job.state}")
-    card = Card.objects.select_for_update().get(pk=job.card_id)
+    card = job.card
     if late and Job.objects.filter(card_id=card.pk, created_at__gt=job.created_at).exists():
         raise Refused("replay", f"job {job.id} is already {job.state} and the card has a newer job")
     if late and job.expired_no_result() and not _is_probe(job.script):
@@ -1073,9 +1089,12 @@ def _apply_result(job: Job, result: dict, events: EventBatch) -> dict:
     common = {"job_id": str(job.id), "card_uid": card.uid}
     grace = settings.KEY_GRACE_PERIOD_DAYS
     # every version of the card, locked (after the card, as versions_activate would): what the result
-    # activates and what that retires are among them, so neither is read again
+    # activates and what that retires are among them, so neither is read again; each says whether a
+    # rotation campaign follows it (most do not, and then _sync_campaigns reads nothing)
+    in_campaign = CampaignItem.objects.filter(Q(new_version=OuterRef("pk"))
+                                              | Q(restore_version=OuterRef("pk")))
     versions_by_id = {v.pk: v for v in KeyVersion.objects.select_for_update(of=("self",)).select_related(
-        "slot__application").filter(slot__card=card)}
+        "slot__application").annotate(in_campaign=Exists(in_campaign)).filter(slot__card=card)}
     for version in versions_by_id.values():
         version.slot.card, version.slot.tenant = card, card.tenant
     probe_answers = 0
@@ -1194,14 +1213,15 @@ def _apply_result(job: Job, result: dict, events: EventBatch) -> dict:
                                 then=Value(OrderState.COMPLETED)), default=F("state")))
     elif state == JobState.FAILED and job.order_id:
         Order.objects.filter(pk=job.order_id).update(cards_failed=F("cards_failed") + 1)
-    card.save()
+    card.save(update_fields=["state", "state_reason", "probe_required", "updated_at"])
     events.add(action="job.finished", actor_type="station", actor_name=station.code, tenant=card.tenant,
                result="success" if state == JobState.SUCCEEDED else "failure",
                details={"state": state, "steps_done": job.steps_done, "stage": job.stage_reached,
                         "probe": probe, "error": error, "quarantined": auth_failure,
                         "probe_required": card.probe_required}, **common)
     return {"status": "recorded", "job": str(job.id), "state": state, "quarantined": auth_failure,
-            "probe_required": card.probe_required, "follow_up": follow_up, "activated": activated}
+            "probe_required": card.probe_required, "follow_up": follow_up,
+            "activated": [pk for pk in activated if getattr(versions_by_id.get(pk), "in_campaign", True)]}
 
 
 def _sync_campaigns(version_ids: list[int]) -> None:

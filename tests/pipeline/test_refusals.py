@@ -89,6 +89,25 @@ def test_redelivered_report_makes_one_job(cms, station, desfire_profile, order_f
     assert Job.objects.count() == 1 and len(sent) == 1
 
 
+def test_redelivered_report_after_its_job_ended_makes_nothing_new(cms, station, desfire_profile, order_for,
+                                                                  sent):
+    """The report is not looked up before the work (one SELECT per card less): a copy whose job is still open
+    is found with the card's open jobs, one whose job has ended by the job's unique presentation key."""
+    order_for(desfire_profile)
+    report = station.report("card_presented", uid=DESFIRE_UID)
+    first = cms.report(report)
+    interrupted = station.result(sent[-1][1], state="interrupted", upto=2,
+                                 error={"kind": "CardRemovedError", "message": "the card left the field"})
+    assert cms.result(interrupted)["state"] == "interrupted"
+    events = AuditEvent.objects.count()
+    versions = list(KeyVersion.objects.values_list("pk", "state"))
+    assert cms.report(report) == {"status": "duplicate", "job": first["job"]}
+    assert Job.objects.count() == 1 and len(sent) == 1
+    # everything the copy began (its job's events, key versions) was rolled back with it
+    assert AuditEvent.objects.count() == events
+    assert list(KeyVersion.objects.values_list("pk", "state")) == versions
+
+
 def test_card_with_a_job_in_progress_gets_no_second_job(cms, station, dispatched, sent):
     answer = cms.report(station.report("card_presented", uid=DESFIRE_UID))
     assert answer == {"status": "refused", "reason": "busy"}
