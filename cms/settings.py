@@ -190,6 +190,8 @@ CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "False")
 CELERY_BEAT_SCHEDULE = {
     # retired key versions past their grace period are destroyed in Vault
     "keys-grace-sweep": {"task": "keys.grace_sweep", "schedule": envint("KEY_GRACE_SWEEP_SECONDS", "3600")},
+    # pool secrets' wrapped keys that no key version took (keys/pool.py), removed from Vault
+    "keys-pool-sweep": {"task": "keys.pool_sweep", "schedule": envint("KEY_POOL_SWEEP_SECONDS", "3600")},
     # alert rules (cards.tasks_alerts): failed authentications, unwrap rate, station IP and heartbeat
     "alerts-rules": {"task": "alerts.run_rules", "schedule": envint("ALERT_RULES_SECONDS", "60")},
     # the whole audit chain is walked: less often
@@ -238,6 +240,12 @@ CMS_JOB_MAX_DELIVERIES = envint("CMS_JOB_MAX_DELIVERIES", "3")
 # Vault Transit Ed25519 key that signs jobs; empty: "<VAULT_PREFIX>-job-signing" (inside the CMS policy).
 CMS_JOB_SIGNING_KEY = env("CMS_JOB_SIGNING_KEY")
 KEY_GRACE_PERIOD_DAYS = envint("KEY_GRACE_PERIOD_DAYS", "30")
+# A pool reference (keys/keystore.py `pooled`) not handed out this long after its refill is dropped by its
+# process; the pool sweep (keys/pool.py) removes the wrapped keys no version took from pool secrets older
+# than twice this. The second period is the margin for a transaction that took a reference at the last moment.
+KEY_POOL_MAX_AGE_SECONDS = envint("KEY_POOL_MAX_AGE_SECONDS", "3600")
+if KEY_POOL_MAX_AGE_SECONDS < 60:
+    raise ImproperlyConfigured("KEY_POOL_MAX_AGE_SECONDS must be at least 60 (a transaction's margin)")
 
 # --- REST API ---------------------------------------------------------------------------
 REST_FRAMEWORK = {

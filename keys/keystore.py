@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import os
 import re
 import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.utils.dateparse import parse_datetime
 
 from cms import vault
 from keys.errors import KeystoreError, KeystoreUnavailable
@@ -364,7 +366,9 @@ def wrap_and_store(tenant_id: int, keys: Mapping[BlobRef, bytes | bytearray], *,
 # --- random keys generated ahead --------------------------------------------------------------------
 
 POOL_KEYS = 64
-_pools: dict[tuple[str, str, int], list[BlobRef]] = {}
+# per (Vault, prefix, tenant): the references not handed out yet, each with the time.monotonic() of its
+# refill, oldest first
+_pools: dict[tuple[str, str, int], list[tuple[BlobRef, float]]] = {}
 _pool_lock = threading.Lock()
 
 
@@ -379,13 +383,24 @@ def pooled(tenant_id: int, count: int, *, length: int = KEY_BYTES) -> list[BlobR
     here. A job then unwraps its pool keys in the same Transit batch as its other keys. Each
     reference is handed out once (process-local pool, a new secret per refill: no two processes
     share one); a reference taken by a transaction that rolls back is never handed out again.
+    A reference not handed out within KEY_POOL_MAX_AGE_SECONDS of its refill is dropped, never
+    handed out: so a pool secret older than twice that is done with, and `keys.pool.sweep` removes
+    its blobs that no key version took (left by a process that exited, or by a rollback).
     """
     slot = (settings.VAULT_ADDR, settings.VAULT_PREFIX, tenant_id)
+    max_age = settings.KEY_POOL_MAX_AGE_SECONDS
     with _pool_lock:
         refs = _pools.setdefault(slot, [])
+        now = time.monotonic()
+        aged = 0
+        while aged < len(refs) and now - refs[aged][1] >= max_age:
+            aged += 1
+        del refs[:aged]
         if len(refs) < count:
-            refs.extend(_fill_pool(tenant_id, max(POOL_KEYS, count - len(refs)), length))
-        taken = refs[:count]
+            filled_at = time.monotonic()  # before the secret is written: its created_time in Vault is later
+            refs.extend((ref, filled_at) for ref in _fill_pool(tenant_id, max(POOL_KEYS, count - len(refs)),
+                                                                length))
+        taken = [ref for ref, _ in refs[:count]]
         del refs[:count]
     return taken
 
@@ -399,8 +414,14 @@ def _fill_pool(tenant_id: int, count: int, length: int) -> list[BlobRef]:
     finally:
         _wipe_all(keys)
     store_wrapped(tenant_id, wrapped, assume_new=True)
+    now = time.monotonic()
     with _cache_lock:
-        _master_blobs[_cache_slot(path)] = ({ref.field: ct for ref, ct in wrapped.items()}, time.monotonic())
+        # entries too old to serve are dropped here: one per pool secret ever read or written would
+        # otherwise stay for the life of the process
+        for stale in [slot for slot, (_, read_at) in _master_blobs.items()
+                      if now - read_at >= MASTER_CACHE_SECONDS]:
+            del _master_blobs[stale]
+        _master_blobs[_cache_slot(path)] = ({ref.field: ct for ref, ct in wrapped.items()}, now)
     return refs
 
 
@@ -408,6 +429,67 @@ def forget_pools() -> None:
     """Drop the references not handed out yet (tests that point the CMS at another Vault)."""
     with _pool_lock:
         _pools.clear()
+
+
+@dataclass(frozen=True)
+class PoolSecret:
+    """A pool secret as its KV v2 metadata describes it (for `keys.pool.sweep`)."""
+
+    path: str
+    created: datetime.datetime  # Vault's created_time of the secret (its first version)
+    version: int  # the current version
+    history: bool  # an older version still holds data (not destroyed)
+
+
+def pool_secrets(tenant_id: int) -> list[str]:
+    """The paths of the tenant's pool secrets (one KV v2 metadata LIST of `<tenant>/pool/`)."""
+    _, kv = _mounts()
+    folder = f"{tenant_root(tenant_id)}/pool/"
+    status, body = vault.call("LIST", f"{kv}/metadata/{folder}", what="list key-pool secrets")
+    if status == 404:
+        return []
+    if status != 200:
+        raise KeystoreError(f"listing key-pool secrets failed: HTTP {status} {_errors(body)}")
+    return sorted(folder + name for name in body["data"]["keys"] if not name.endswith("/"))
+
+
+def pool_secret(path: str) -> PoolSecret | None:
+    """A pool secret's metadata (no ciphertext); None when it is gone."""
+    _, kv = _mounts()
+    status, body = vault.call("GET", f"{kv}/metadata/{path}", what="read key-pool secret metadata")
+    if status == 404:
+        return None
+    if status != 200:
+        raise KeystoreError(f"reading key-pool secret metadata failed: HTTP {status} {_errors(body)}")
+    data = body["data"]
+    created = parse_datetime(data.get("created_time") or "")
+    if created is None:
+        raise KeystoreError(f"{path}: Vault gave no creation time")
+    current = int(data.get("current_version") or 0)
+    history = any(int(number) < current and not about.get("destroyed")
+                  for number, about in (data.get("versions") or {}).items())
+    return PoolSecret(path, created, current, history)
+
+
+def pool_trim(tenant_id: int, secret: PoolSecret, referenced: Collection[str]) -> tuple[int, int]:
+    """Remove the fields of a pool secret that are not in `referenced` (field names), and every older
+    version of it, so no removed blob lingers; the whole secret with its metadata when no field is left.
+    (fields removed, fields kept). The caller knows that no process still hands out its references."""
+    if not secret.path.startswith(f"{tenant_root(tenant_id)}/pool/"):
+        raise KeystoreError(f"not a key-pool secret of tenant {tenant_id}: {secret.path}")
+    counts = [0, 0]
+
+    def drop(fields):
+        kept = {name: blob for name, blob in fields.items() if name in referenced}
+        counts[:] = [len(fields) - len(kept), len(kept)]
+        return kept
+    left = _update_secret(secret.path, drop, purge_history=True)
+    if not counts[0]:  # nothing to remove now: an earlier run (or a crash) may have left history or no field
+        if not left:
+            _delete_metadata(secret.path)
+        elif secret.history:
+            destroy_versions(secret.path, secret.version - 1)
+    return counts[0], counts[1]
 
 
 @contextmanager

@@ -35,3 +35,12 @@ def key_roll_result(answer: dict) -> dict:
     from cards.services.keyroll import key_roll_result_handle
 
     return key_roll_result_handle(answer)
+
+
+@shared_task(name="keys.pool_sweep", time_limit=600, soft_time_limit=580)
+@deferred_while_away("keys.pool_sweep")
+def pool_sweep() -> dict:
+    """Beat: remove from Vault the key pool's wrapped keys that no key version took (keys/pool.py)."""
+    from keys import pool
+
+    return pool.sweep()

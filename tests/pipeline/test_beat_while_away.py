@@ -28,6 +28,7 @@ BEAT = {
     "alerts.audit_chain": (tasks_alerts.check_audit_chain, "cards.alerts.alerts_check_audit_chain"),
     "webhooks.collect": (tasks_alerts.collect_webhooks, "cards.webhooks.webhooks_collect"),
     "keys.grace_sweep": (key_tasks.grace_sweep, "keys.campaigns.grace_sweep"),
+    "keys.pool_sweep": (key_tasks.pool_sweep, "keys.pool.sweep"),
 }
 
 
