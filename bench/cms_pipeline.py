@@ -33,6 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+# --profile: own CPU time by where the code lives
+PACKAGES = ("django", "psycopg", "celery", "kombu", "redis", "requests", "urllib3", "cryptography",
+            "structlog", "/cards/", "/keys/", "/audit/", "/cms/", "/readeragent/", "/cardproto/")
 
 SPEC = {
     "schema": 1, "chip_family": "desfire",
@@ -312,9 +315,7 @@ def _run(args) -> None:
         by_package: Counter = Counter()  # own time by where the code lives
         for (filename, _, _), (_, _, own, _, _) in stats.stats.items():
             where = "builtins (C)" if filename == "~" else next(
-                (name for name in ("django", "psycopg", "celery", "kombu", "redis", "requests", "urllib3",
-                                   "cryptography", "structlog", "/cards/", "/keys/", "/audit/", "/cms/",
-                                   "/readeragent/", "/cardproto/") if name in filename), "python stdlib/other")
+                (name for name in PACKAGES if name in filename), "python stdlib/other")
             by_package[where.strip("/")] += own
         print("own CPU time per card by package (profiled, so inflated):")
         for where, own in by_package.most_common():
