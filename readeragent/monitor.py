@@ -8,6 +8,12 @@ GetVersion tells EV1, EV2 and EV3 apart). A card that is not a DESFire and selec
 Security Domain is reported as "jcop4" with its "kdd": the Key Diversification Data read by a plain
 GET DATA 'CF' (no secure channel, never INITIALIZE UPDATE, so no card counter moves), which the CMS
 diversifies the ISD keys with. The CMS answers with a job on `station.<code>`.
+
+A card_presented report the broker did not take (Redis down or restarting) is owed while that card stays
+in the reader: what it says of the card (UID, ATR, chip type, KDD; never keys, never the signed document)
+is kept, and the run loop makes a fresh report from it (new nonce and time: the CMS checks the time and
+keys the presentation on both) every PRESENTED_RETRY_S until the broker takes it. Removing the card, or
+another card's presentation, drops it. The operator need not present the card again after an outage.
 """
 from __future__ import annotations
 
@@ -82,6 +88,9 @@ def connect(reader_name: str, *, reset_on_close: bool = False):
 
 PRESENT_READ_ATTEMPTS = 4
 PRESENT_READ_PAUSE_S = 0.3
+# how often an owed card_presented report (the broker did not take it) is made again and sent: a broker
+# that is down answers each try after its connection retries, so faster would only spin
+PRESENTED_RETRY_S = 2.0
 
 
 def reader_has_card(reader_name: str) -> bool:
@@ -188,21 +197,75 @@ class CardMonitor(threading.Thread):
         self.heartbeat_s = heartbeat_s
         self.poll_ms = poll_ms
         self.stopping = threading.Event()
-        self.status: dict = {"card": None, "atr": None, "present": False, "reports": 0, "errors": 0}
+        self.status: dict = {"card": None, "atr": None, "present": False, "reports": 0, "errors": 0,
+                             "report_waiting": False}
         self.on_change: Callable[[], None] | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        # the owed card_presented report (see the module's docstring): its fields, when it was first tried,
+        # when last, and how many tries. Only the monitor's thread touches these (run, or a test calling
+        # _presented / _removed / retry_owed), so they need no lock; nothing here touches the card, so
+        # card_lock is not taken either
+        self._owed: dict | None = None
+        self._owed_since = self._owed_tried = 0.0
+        self._owed_tries = 0
+        self._last_error = ""
 
     def stop(self) -> None:
         self.stopping.set()
 
-    def _report(self, kind: str, **fields) -> None:
+    def _send(self, kind: str, **fields) -> bool:
+        """Sign a fresh report and publish it; False (an error counted) if the broker did not take it."""
         try:
             self.send("cms.station_report", make_report(self.identity, kind, self.reader, **fields))
-            self.status["reports"] += 1
         except Exception as exc:  # the broker may be down: keep watching, say so on the status line
             self.status["errors"] += 1
-            log.warning("could not send %s report: %s", kind, exc.__class__.__name__)
+            self._last_error = exc.__class__.__name__
+            return False
+        self.status["reports"] += 1
+        return True
+
+    def _report(self, kind: str, **fields) -> bool:
+        if self._send(kind, **fields):
+            return True
+        log.warning("could not send %s report: %s", kind, self._last_error)
+        return False
+
+    def _owe(self, fields: dict) -> None:
+        self._owed = dict(fields)
+        self._owed_since = self._owed_tried = self.clock()
+        self._owed_tries = 1
+        self.status["report_waiting"] = True
+        log.warning("card %s in %s: its report waits for the broker (made again and sent every %.0f s while "
+                    "the card stays)", fields.get("uid"), self.reader, PRESENTED_RETRY_S)
+
+    def _drop_owed(self, why: str = "") -> None:
+        if self._owed is not None and why:
+            log.warning("card %s: its report never went (%s): present it again", self._owed.get("uid"), why)
+        self._owed = None
+        self._owed_tries = 0
+        self.status["report_waiting"] = False
+
+    def retry_owed(self) -> bool:
+        """Send the owed card_presented report again, made fresh (never the old signed document: its time
+        would age past the CMS's skew check), at most every PRESENTED_RETRY_S after the last try ended.
+        The run loop calls it when pcscd saw no change in the reader, so the card is still the one the
+        report is about. True when it went."""
+        if self._owed is None or self.clock() - self._owed_tried < PRESENTED_RETRY_S:
+            return False
+        self._owed_tries += 1
+        sent = self._send("card_presented", **self._owed)
+        self._owed_tried = self.clock()
+        if not sent:
+            log.debug("card %s: report try %d failed: %s", self._owed.get("uid"), self._owed_tries,
+                      self._last_error)
+            return False
+        log.info("card %s in %s reported after the broker came back (try %d, %.0f s after it was presented)",
+                 self._owed.get("uid"), self.reader, self._owed_tries, self._owed_tried - self._owed_since)
+        self._drop_owed()
+        return True
 
     def _presented(self, atr: bytes) -> None:
+        self._drop_owed("another card was presented")  # the card it was about has left the reader
         uid = chip_type = kdd = None
         # pcscd may still be powering a just-inserted card up when we connect ("Transaction failed"):
         # the UID read is a plain GET DATA (no authentication, nothing on the card changes), so a card
@@ -234,9 +297,12 @@ class CardMonitor(threading.Thread):
         if uid is None:
             log.warning("card in %s did not answer GET DATA FF CA: not reported", self.reader)
             return
-        self._report("card_presented", uid=uid, atr=atr.hex().upper(), chip_type=chip_type, kdd=kdd)
+        fields = {"uid": uid, "atr": atr.hex().upper(), "chip_type": chip_type, "kdd": kdd}
+        if not self._report("card_presented", **fields):
+            self._owe(fields)
 
     def _removed(self) -> None:
+        self._drop_owed("the card was removed")
         self.status.update(present=False, card=None, atr=None)
         self._report("card_removed")
 
@@ -257,6 +323,9 @@ class CardMonitor(threading.Thread):
                     last_heartbeat = time.monotonic()
                 hresult, states = scard.SCardGetStatusChange(context, self.poll_ms, [(self.reader, state)])
                 if hresult == scard.SCARD_E_TIMEOUT:
+                    # nothing changed in the reader: an owed report is still about the card in it
+                    if self.retry_owed() and self.on_change is not None:
+                        self.on_change()
                     continue
                 if hresult != scard.SCARD_S_SUCCESS:
                     log.warning("reader %s: %s", self.reader, scard.SCardGetErrorMessage(hresult))

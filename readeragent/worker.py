@@ -326,6 +326,8 @@ def start_worker(agent: Agent, *, loglevel: str = "WARNING", name: str = "agent"
 def status_line(agent: Agent, card_monitor: monitor.CardMonitor | None) -> str:
     s = card_monitor.status if card_monitor is not None else {}
     card = s.get("card") or ("present, no UID" if s.get("present") else "none")
+    if s.get("report_waiting"):
+        card += " (report waiting for the broker)"
     jobs = " ".join(f"{k} {v}" for k, v in agent.jobs.items())
     return (f"[{time.strftime('%H:%M:%S')}] station {agent.identity.station} | reader {agent.reader} | "
             f"card {card} | jobs: {jobs} | last {agent.last_job or '-'}")
