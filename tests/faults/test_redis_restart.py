@@ -15,6 +15,9 @@ For each: the job ends in a named state, the card's versions are known or it is 
 ledger is whole (one active version per slot, none lost or duplicated, one job.finished per job), the
 card holds the ledger's versions and no authentication with a wrong key reaches it (91AE counted).
 Worker, beat and agent reconnect by themselves (nothing is restarted but Redis).
+
+A fourth case, a card presented while Redis is down: the agent's monitor sends its report again, made
+fresh, once the broker takes it, and the card gets its job without being presented again.
 """
 from __future__ import annotations
 
@@ -29,11 +32,20 @@ import redis
 from celery import Celery
 
 from readeragent.identity import Identity
-from readeragent.monitor import make_report
+from readeragent.monitor import PRESENTED_RETRY_S, make_report
 from readeragent.worker import make_app
 from tests.e2e.station import agent_process, stop, wait_started
 from tests.e2e.test_pipeline import _order
-from tests.faults.acting import OPEN, ActingDESFire, card_of, closed_jobs, jobs_of, present_until_whole, whole
+from tests.faults.acting import (
+    OPEN,
+    ActingDESFire,
+    card_of,
+    closed_jobs,
+    jobs_of,
+    ledger_of,
+    present_until_whole,
+    whole,
+)
 from tests.faults.acting import wait_for as wait
 from tests.faults.conftest import fault_stack
 from tests.faults.test_cms_worker_kill import AUDIT
@@ -245,3 +257,63 @@ def _result_waiting(broker: Broker) -> bool:
         return any(b"cms.job_result" in raw for raw in broker.client().lrange("cms", 0, -1))
     except redis.ConnectionError:
         return False
+
+
+def test_card_presented_while_redis_is_down_is_reported_when_it_is_back(cms_stack, broker, enrolled_station,
+                                                                         pcsc_card):
+    """Redis stops, a factory-fresh card is put in the reader (its card_presented report fails), Redis starts
+    again: the agent's monitor made the report again, fresh, while the card stayed, so the card gets its job
+    and its ledger is whole without being presented again (the bridge is not touched after the insert).
+    Before, the report was logged and forgotten: the card sat in the reader with no job until the operator
+    pulled it and put it back (issue 6's closing note)."""
+    started = time.monotonic()
+    code, station_id, home = enrolled_station
+    card = ActingDESFire("ev2", picc_key_type="des")
+    reader = pcsc_card(card, connect=False)
+    reader.bridge.remove()
+    uid = card.fresh()
+    _order(cms_stack, "campus", station_id, uid)
+    log = home / "agent.log"
+
+    def text() -> str:
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def diagnose(what: str) -> str:
+        return f"{what}\n{text()[-3000:]}\n{cms_stack.tail(4000)}"
+
+    agent = agent_process(home, reader.reader, broker.url, log=log)
+    try:
+        wait_started(agent, log)
+        time.sleep(2.2)  # the monitor has seen the reader empty
+        broker.stop()
+        stopped = time.monotonic()
+        reader.bridge.insert()
+        try:
+            wait(lambda: f"card {uid} in {reader.reader}: its report waits for the broker" in text(), 30, "")
+        except TimeoutError:
+            raise AssertionError(diagnose("the failed report was not kept")) from None
+        time.sleep(PRESENTED_RETRY_S + 1)  # at least one fresh try fails too
+        broker.start()
+        down_s = time.monotonic() - stopped
+        try:
+            jobs = wait(lambda: closed_jobs(cms_stack, uid), 90, "")
+        except TimeoutError:
+            raise AssertionError(diagnose(f"no job closed after Redis came back: {jobs_of(cms_stack, uid)}"))
+        ledger = ledger_of(cms_stack, uid)
+        reported = text().count(f"card {uid} in {reader.reader} reported after the broker came back")
+    finally:
+        stop(agent)
+    outcome = {"states": [j["state"] for j in reversed(jobs)], "whole": whole(ledger) and card.holds_ledger(),
+               "ledger": ledger, "card_state": card_of(cms_stack, uid)["state"],
+               "wrong_key_auths": card.wrong_key_auths, "reported_after_outage": reported,
+               "redis_down_s": round(down_s, 1), "seconds": round(time.monotonic() - started, 1)}
+    print(json.dumps(outcome, indent=1))
+    ok = outcome["states"] == ["succeeded"] and outcome["whole"] and outcome["card_state"] == "active" \
+        and not outcome["wrong_key_auths"] and reported == 1
+    record("fault_redis_down_presentation", {
+        "cases": 1, "faults_injected": 1, "failures_found": 0 if ok else 1,
+        # before readeragent/monitor.py kept the report: no job until the card was presented again
+        "failures_fixed": "1 (a card presented while Redis was down was never reported)",
+        "recovered": int(outcome["whole"]), "wrong_key_authentications": card.wrong_key_auths,
+        "seconds": outcome["seconds"], "cases_detail": [f"down: {outcome}"]})
+    assert ok, diagnose(str(outcome))
