@@ -172,16 +172,25 @@ def _errors(body: dict) -> str:
     return "; ".join(str(e)[:120] for e in body.get("errors", [])) or "no detail"
 
 
+def _read(method: str, path: str, what: str) -> dict | None:
+    """A Vault read's body; None when there is nothing at `path` (404); any other answer than 200 raises,
+    saying what was being done."""
+    status, body = vault.call(method, path, what=what)
+    if status == 404:
+        return None
+    if status != 200:
+        raise KeystoreError(f"could not {what}: HTTP {status} {_errors(body)}")
+    return body
+
+
 # --- Transit KEK ----------------------------------------------------------------------------------
 
 def kek_info(tenant_id: int) -> dict | None:
     """{"latest_version", "min_decryption_version", "derived", "type"} or None if there is no KEK."""
     transit, _ = _mounts()
-    status, body = vault.call("GET", f"{transit}/keys/{kek_name(tenant_id)}", what="read tenant KEK")
-    if status == 404:
+    body = _read("GET", f"{transit}/keys/{kek_name(tenant_id)}", "read tenant KEK")
+    if body is None:
         return None
-    if status != 200:
-        raise KeystoreError(f"reading tenant KEK failed: HTTP {status} {_errors(body)}")
     data = body["data"]
     return {k: data[k] for k in ("latest_version", "min_decryption_version", "derived", "type")}
 
@@ -445,22 +454,18 @@ def pool_secrets(tenant_id: int) -> list[str]:
     """The paths of the tenant's pool secrets (one KV v2 metadata LIST of `<tenant>/pool/`)."""
     _, kv = _mounts()
     folder = f"{tenant_root(tenant_id)}/pool/"
-    status, body = vault.call("LIST", f"{kv}/metadata/{folder}", what="list key-pool secrets")
-    if status == 404:
+    body = _read("LIST", f"{kv}/metadata/{folder}", "list key-pool secrets")
+    if body is None:
         return []
-    if status != 200:
-        raise KeystoreError(f"listing key-pool secrets failed: HTTP {status} {_errors(body)}")
     return sorted(folder + name for name in body["data"]["keys"] if not name.endswith("/"))
 
 
 def pool_secret(path: str) -> PoolSecret | None:
     """A pool secret's metadata (no ciphertext); None when it is gone."""
     _, kv = _mounts()
-    status, body = vault.call("GET", f"{kv}/metadata/{path}", what="read key-pool secret metadata")
-    if status == 404:
+    body = _read("GET", f"{kv}/metadata/{path}", "read key-pool secret metadata")
+    if body is None:
         return None
-    if status != 200:
-        raise KeystoreError(f"reading key-pool secret metadata failed: HTTP {status} {_errors(body)}")
     data = body["data"]
     created = parse_datetime(data.get("created_time") or "")
     if created is None:
