@@ -43,7 +43,7 @@ RULES = {
     STATION_SILENT: "a station silent past its heartbeat",
     AUDIT_CHAIN: "audit chain verification failed",
 }
-# A failed authentication at the card, as cards.services.jobs records each script step.
+# A failed authentication at the card, as cards.services.results records each script step.
 FAILED_AUTH_ACTION = "card.authenticated"
 UNWRAP_ACTION = "keys.unwrapped"
 

@@ -1,7 +1,7 @@
 """The profile -> APDU-script compiler: a pure function from a card, its profile and its key ledger to a Plan.
 
 Nothing here touches Vault or the database: the caller builds the `Ledger` from KeyVersion rows
-(`cards.services.jobs.ledger_for`) and gets back typed steps (readeragent.protocol.STEP_FIELDS)
+(`cards.services.ledger.ledger_for`) and gets back typed steps (readeragent.protocol.STEP_FIELDS)
 that name keys by reference only. The plan is built from *units*: the effects a profile asks for
 (change a key, create an application or file, write its data, set key settings, PUT KEY, STORE
 DATA, lock). A unit is skipped when the ledger shows it done (an active key version, or a step

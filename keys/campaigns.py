@@ -9,7 +9,7 @@ newer than its active one, and the job result activates it (keys.sealing.version
 A campaign therefore only creates the pending versions; `campaign_sync` notices activations.
 `versions_owed(card)` says which pending versions a campaign asked of a card (and which key to
 authenticate with); `withheld_version_ids(card)` names those of PAUSED campaigns, which the
-ledger (cards.services.jobs.ledger_for) should leave out so a pause stops rotations at stations.
+ledger (cards.services.ledger.ledger_for) should leave out so a pause stops rotations at stations.
 """
 from __future__ import annotations
 
@@ -346,7 +346,7 @@ def versions_owed(card: Card) -> list[OwedKeyChange]:
 def withheld_version_ids(card: Card) -> set[int]:
     """Pending versions the compiler must NOT send yet: their campaign is paused.
 
-    (`cards.services.jobs.ledger_for` should leave these out of the ledger's pending keys.)
+    (`cards.services.ledger.ledger_for` should leave these out of the ledger's pending keys.)
     """
     return set(CampaignItem.objects.filter(card=card, state=ItemState.PENDING,
                                            campaign__state=CampaignState.PAUSED)

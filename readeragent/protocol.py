@@ -45,7 +45,7 @@ Result (the only argument of the CMS task `cms.job_result`)::
 A step is "in_flight" when its command (ChangeKey, PUT KEY) was sent and no answer came back: the
 card may or may not hold the new key, so the CMS marks the card for a safe probe.
 
-Additions used by the CMS side (cards/compiler.py, cards/services/jobs.py); all optional:
+Additions used by the CMS side (cards/compiler.py, cards/services/ledger.py and results.py); all optional:
 
 - "confirms" is {"key_version": <KeyVersion.id>} for a DESFire ChangeKey and
   {"key_versions": [<id ENC>, <id MAC>, <id DEK>]} for a GP PUT KEY (one key set, three versions).

@@ -27,7 +27,7 @@ class Order(models.Model):
     request_fingerprint = models.CharField(max_length=64)
     state = models.CharField(max_length=16, choices=OrderState.choices, default=OrderState.OPEN)
     # distinct cards with a job under this order that is not refused or cancelled: what the order has taken
-    # of its quantity (kept by cards.services.jobs as jobs are claimed, refused, or take a late result;
+    # of its quantity (kept by cards.services.claims as jobs are claimed, refused, or take a late result;
     # a count of the jobs instead grew with the order and was read twice for each card presented)
     cards_claimed = models.PositiveIntegerField(default=0)
     cards_done = models.PositiveIntegerField(default=0)

@@ -9,58 +9,45 @@ Anything that does not verify (unknown or unapproved station, bad signature, sta
 of another station, unknown or finished job) is refused with an audit event and changes nothing.
 Keys: unwrapped from Vault in ONE batch per job (keys.sealing), sealed to the station with HPKE,
 wiped on the way out; the job itself is signed by Vault Transit (keys.signing).
+
+This module keeps the entry points and the building of a job; the rest is split by sub-domain:
+jobs_common.py (job states, error kinds, `Refused`, station events), claims.py (which order a card
+falls under, its claimed cards), ledger.py (the key-version ledger as the compiler sees it),
+results.py (applying a verified result) and expiry.py (expiry sweep, redeliveries, poison).
+`dispatch` and `defer_follow_up` stay here, called through this module: tests replace them.
 """
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
 import time
 from collections.abc import Callable
-from datetime import timedelta
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from audit.errors import AuditUnavailable
 from audit.services import EventBatch, record_event
-from cardproto.sw import describe
-from cards.compiler import (
-    AUTH_OPS,
-    CREATE_OPS,
-    ISD_SLOTS,
-    LIFE_CYCLE_OPS,
-    REGISTRY_OPS,
-    Held,
-    Ledger,
-    Plan,
-    PlanError,
-    compile_plan,
-    slot_specs,
-)
+from cards.compiler import Held, Plan, PlanError, compile_plan, slot_specs
 from cards.models import Application, Card, CardFile, Job, Order, Station
 from cards.models.cards import AppKind, CardState, ChipType
-from cards.models.orders import JobState, OrderState
+from cards.models.orders import JobState
 from cards.models.stations import StationStatus
+from cards.services.claims import _claim_order, _match_order
+from cards.services.expiry import _count_redelivery, _expire_stale_jobs
+from cards.services.expiry import jobs_expire_sweep as jobs_expire_sweep  # re-exported
+from cards.services.jobs_common import NO_RESULT, OPEN_JOB_STATES, Refused, _station_event, job_ttl_seconds
+from cards.services.ledger import _active_versions, _is_probe, _tenant_masters, ledger_for, slot_label
+from cards.services.ledger import plan_for as plan_for  # re-exported
+from cards.services.results import _apply_result, _check_result_shape, _result_job, _sync_campaigns
 from cards.validators import normalise_hex, validate_uid
 from cms import failpoints
 from cms.errors import KeystoreUnavailable
-from keys import campaigns, sealing, signing
-from keys.models import (
-    DiversificationMethod,
-    KeyPolicy,
-    KeySlot,
-    KeyVersion,
-    MasterKey,
-    MasterKeyVersion,
-    VersionState,
-)
-from keys.models_campaigns import CampaignItem, RotationCampaign
+from keys import sealing, signing
+from keys.models import DiversificationMethod, KeyPolicy, KeySlot, KeyVersion, MasterKey, VersionState
 from keys.services import DiversificationContextError
 from readeragent import protocol
 
@@ -69,54 +56,7 @@ log = structlog.get_logger(__name__)
 REPORT_TYPES = ("card_presented", "card_removed", "heartbeat")
 REPORT_MAX_SKEW_SECONDS = 300
 STATION_SEEN_RESOLUTION = 1.0  # seconds: a station's last_seen_at is written at most once a second
-RESULT_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED, JobState.REFUSED)
-OPEN_JOB_STATES = (JobState.CREATED, JobState.DISPATCHED, JobState.RUNNING)
 REFUSED_CARD_STATES = (CardState.QUARANTINED, CardState.REVOKED, CardState.SUSPENDED)
-# The agent's error kinds (exception class names) that mean the card refused our key or cryptogram.
-# A PUT KEY whose key check values differ leaves keys on the card that nobody knows: a person looks.
-AUTH_FAILURE_KINDS = frozenset({"AuthenticationError", "AuthenticationRejectedError", "CryptogramError",
-                                "CryptogramMismatchError", "KcvMismatchError"})
-NOT_A_CARD_ANSWER = frozenset({"CardRemovedError", "TransportError"})
-NO_RESULT = "NoResult"  # error kind of a job that expired without a result
-POISON = "poison"  # error kind of a job delivered more than CMS_JOB_MAX_DELIVERIES times, never finished
-APPLICATION_NOT_FOUND = "91A0"
-STEP_ACTIONS = {
-    "desfire.authenticate": "card.authenticated", "gp.open_scp03": "card.authenticated",
-    "gp.open_scp02": "card.authenticated", "desfire.change_key": "card.key_changed",
-    "gp.put_key": "card.key_put", "desfire.write_data": "card.file_written",
-    "desfire.write_record": "card.file_written", "desfire.credit": "card.file_written",
-    "gp.store_data": "card.data_stored", "desfire.create_application": "card.application_created",
-    "desfire.create_file": "card.file_created", "desfire.change_key_settings": "card.key_settings_changed",
-    "gp.install": "card.applet_installed", "gp.delete": "card.applet_deleted", "gp.lock_card": "card.locked",
-    "gp.set_status": "card.status_set",
-    "desfire.get_key_version": "card.probed", "gp.key_information": "card.probed",
-    "desfire.get_application_ids": "card.probed", "desfire.get_file_ids": "card.probed",
-}
-LISTING_OPS = frozenset({"desfire.get_application_ids", "desfire.get_file_ids", "gp.get_status"})
-
-
-class Refused(Exception):
-    """A report or result that is not acted on; `reason` is a short code for the audit trail."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-def job_ttl_seconds() -> int:
-    """How long sealed keys stay valid: CMS_JOB_TTL_SECONDS (default 30 s).
-
-    Seed 002 recommends 5 s for a station on the factory floor; 30 s leaves room for a queue
-    that is briefly behind. Shorter is safer; the agent refuses an expired job.
-    """
-    return settings.CMS_JOB_TTL_SECONDS
-
-
-def _station_event(action: str, station: Station | None, *, code: str = "", result: str = "success",
-                   events: EventBatch | None = None, **fields) -> None:
-    (events.add if events is not None else record_event)(
-        action=action, actor_type="station", actor_name=station.code if station else (code or "?"),
-        tenant=station.tenant if station else None, result=result, **fields)
 
 
 def _refuse(action: str, station: Station | None, exc: Refused, *, code: str = "", **fields) -> dict:
@@ -289,78 +229,6 @@ def _chip_type(hint, card: Card | None, order: Order) -> str:
     return ChipType.JCOP4 if order.profile.chip_family == "jcop" else ChipType.DESFIRE_EV2
 
 
-UNCOUNTED_JOB_STATES = (JobState.REFUSED, JobState.CANCELLED)  # a card whose jobs all are is not claimed
-
-
-def _holds_claim(order_id: int, card_id: int, *, other_than=None) -> bool:
-    """Whether the card has a job under the order that counts in its `cards_claimed`."""
-    jobs = Job.objects.filter(order_id=order_id, card_id=card_id).exclude(state__in=UNCOUNTED_JOB_STATES)
-    if other_than is not None:
-        jobs = jobs.exclude(pk=other_than)
-    return jobs.exists()
-
-
-def _claim_order(order: Order, card: Card, *, new_card: bool) -> None:
-    """Take one of the order's cards in one UPDATE, which locks the order row until this transaction
-    commits: `cards_claimed` is compared with the quantity and raised under that lock, so two stations
-    sharing a batch order never take more cards than it has (the unlocked read in _match_order only picks
-    the order). A card the order already holds (a resume) takes nothing new."""
-    open_order = Order.objects.filter(pk=order.pk, state__in=[OrderState.OPEN, OrderState.IN_PROGRESS])
-    now = timezone.now()
-    if not new_card and _holds_claim(order.pk, card.pk):
-        taken = open_order.update(state=OrderState.IN_PROGRESS, updated_at=now)
-    else:
-        if not order.uids:  # an order naming its UIDs takes exactly those
-            open_order = open_order.filter(Q(quantity__isnull=True) | Q(cards_claimed__lt=F("quantity")))
-        taken = open_order.update(cards_claimed=F("cards_claimed") + 1, state=OrderState.IN_PROGRESS,
-                                  updated_at=now)
-    if not taken:
-        current = Order.objects.only("state", "quantity").get(pk=order.pk)
-        if current.state not in (OrderState.OPEN, OrderState.IN_PROGRESS):
-            raise Refused("no_order", f"order {order.pk} is {current.state}")
-        raise Refused("no_order", f"order {order.pk} has all its {current.quantity} cards")
-    order.state = OrderState.IN_PROGRESS
-
-
-def _release_claim(job: Job) -> None:
-    """A job that will not count any more (refused): its card no longer takes one of the order's cards,
-    unless another of its jobs under the order still does."""
-    if job.order_id and not _holds_claim(job.order_id, job.card_id, other_than=job.pk):
-        Order.objects.filter(pk=job.order_id, cards_claimed__gt=0).update(
-            cards_claimed=F("cards_claimed") - 1)
-
-
-def _restore_claim(job: Job) -> None:
-    """A refused job that takes its late result counts again: the card ran it under the order (taken
-    whatever the quantity: it is on the card)."""
-    if job.order_id and not _holds_claim(job.order_id, job.card_id, other_than=job.pk):
-        Order.objects.filter(pk=job.order_id).update(cards_claimed=F("cards_claimed") + 1)
-
-
-def _match_order(station: Station, uid: str, card: Card | None) -> Order | None:
-    """An order naming this UID first, then one for this station, then one for its line (oldest first)."""
-    if card is not None:
-        # A card already under an order keeps it until the order is finished (resume after an interruption).
-        last = card.jobs.exclude(order=None).select_related("order__profile").order_by("-created_at").first()
-        if last is not None and last.order.state in (OrderState.OPEN, OrderState.IN_PROGRESS) \
-                and card.state != CardState.ACTIVE:
-            return last.order
-    orders = list(Order.objects.select_related("profile").filter(
-        tenant_id=station.tenant_id, state__in=[OrderState.OPEN, OrderState.IN_PROGRESS]
-    ).order_by("created_at"))
-    named = [o for o in orders if uid in (o.uids or []) and o.station_id in (None, station.pk)]
-    if named:
-        return named[0]
-    for order in orders:
-        if order.uids:
-            continue
-        if order.station_id == station.pk or (order.station_id is None and order.line and
-                                              order.line == station.line):
-            if order.quantity is None or order.cards_claimed < order.quantity:
-                return order
-    return None
-
-
 def _ensure_layout(card: Card, spec: dict, *, new_card: bool = False,
                    masters: list[MasterKey] | None = None) -> list[KeySlot]:
     """Applications, files and key slots the profile declares, recorded for this card (idempotent).
@@ -415,270 +283,6 @@ def _ensure_layout(card: Card, spec: dict, *, new_card: bool = False,
                              master=master if spec_slot.policy == KeyPolicy.DIVERSIFIED else None,
                              label=spec_slot.label))
     return KeySlot.objects.bulk_create(slots)
-
-
-def slot_label(slot: KeySlot) -> str:
-    if slot.role.startswith("isd_"):
-        return {role: label for label, role, _, _ in ISD_SLOTS}[slot.role]
-    if slot.application_id:
-        return f"app.{slot.application.aid}.{slot.key_no}"
-    return f"picc.{slot.key_no}"
-
-
-def _tenant_masters(tenant_id: int) -> list[MasterKey]:
-    """The tenant's master keys with their versions (two queries), each version knowing its master."""
-    masters = list(MasterKey.objects.filter(tenant_id=tenant_id).prefetch_related("versions"))
-    for master in masters:
-        for version in master.versions.all():
-            version.master = master
-    return masters
-
-
-def _active_versions(masters: list[MasterKey]) -> dict[int, MasterKeyVersion]:
-    """Each master key's newest active version, by master id (masters without one are left out)."""
-    found = {}
-    for master in masters:
-        active = [v for v in master.versions.all() if v.state == VersionState.ACTIVE]
-        if active:
-            found[master.pk] = max(active, key=lambda v: v.number)
-    return found
-
-
-def ledger_for(card: Card | None, tenant_id: int, *, masters: list[MasterKey] | None = None,
-               new_card: bool = False) -> Ledger:
-    """The compiler's view of a card: its key versions, its tenant's masters, what earlier jobs did.
-
-    `masters`: the tenant's `_tenant_masters`, if the caller has them. `new_card`: the card was
-    registered in the caller's transaction, so it has no versions and no jobs to read.
-    """
-    ledger = Ledger()
-    masters = _tenant_masters(tenant_id) if masters is None else masters
-    for master in masters:
-        active = _active_versions([master]).get(master.pk)
-        if active is not None:
-            ledger.masters[master.name] = active.pk
-    if card is None or card.pk is None:
-        return ledger
-    ledger.probe_required = card.probe_required
-    if new_card:
-        return ledger
-    labels: dict[int, str] = {}
-    for slot in KeySlot.objects.filter(card=card).select_related("application"):
-        labels[slot.pk] = slot_label(slot)
-    # a paused campaign's new versions are not sent: the card keeps its active key until it resumes
-    withheld = campaigns.withheld_version_ids(card)
-    for version in KeyVersion.objects.filter(slot__card=card, state__in=[VersionState.ACTIVE,
-                                                                         VersionState.PENDING]).order_by("number"):
-        if version.pk in withheld:
-            continue
-        held = Held(version.pk, version.number)
-        target = ledger.active if version.state == VersionState.ACTIVE else ledger.pending
-        target[labels[version.slot_id]] = held
-    version_labels = {v.pk: labels[v.slot_id] for v in KeyVersion.objects.filter(slot__card=card)}
-    absent_aids: set[str] = set()
-    unknown: set[str] = set()  # create units whose answer was lost, until a listing settles them
-    for job in card.jobs.filter(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED]) \
-            .order_by("created_at"):
-        steps = (job.script or {}).get("steps", [])
-        if (job.error or {}).get("kind") in (NO_RESULT, POISON):
-            # the job may have run without its result ever arriving: every key change it carried is
-            # unknown until a probe says otherwise
-            for step in steps:
-                ledger.in_flight.update(version_labels[i] for i in _confirmed_ids(step.get("confirms"))
-                                        if i in version_labels)
-                if step.get("op") in CREATE_OPS and step.get("label"):
-                    unknown.add(step["label"])
-                if step.get("op") in LIFE_CYCLE_OPS and step.get("label"):
-                    ledger.unknown_life_cycle.add(step["label"])
-                if step.get("op") in REGISTRY_OPS and step.get("label"):
-                    ledger.unknown_registry.add(step["label"])
-            continue
-        registry: dict[str, list] = {}  # a registry probe's listings: label -> AIDs
-        for entry in (job.result or {}).get("steps", []):
-            index = entry.get("index")
-            if not isinstance(index, int) or not 0 <= index < len(steps):
-                continue
-            step = steps[index]
-            if entry.get("status") == "done" and step.get("label"):
-                ledger.done.add(step["label"])
-                _settle_creates(step, entry.get("observed") or {}, unknown, ledger.done)
-                if step["label"] == "probe.life_cycle":
-                    _settle_life_cycle(ledger, entry.get("observed") or {})
-                if step["label"].startswith("probe.registry.") \
-                        and isinstance((entry.get("observed") or {}).get("aids"), list):
-                    registry[step["label"]] = entry["observed"]["aids"]
-            if entry.get("status") == "in_flight" and step.get("op") in LIFE_CYCLE_OPS and step.get("label"):
-                ledger.unknown_life_cycle.add(step["label"])
-            if entry.get("status") == "in_flight" and step.get("op") in REGISTRY_OPS and step.get("label"):
-                ledger.unknown_registry.add(step["label"])
-            if entry.get("status") == "in_flight":
-                for version_id in _confirmed_ids(step.get("confirms")):
-                    if version_id in version_labels:
-                        ledger.in_flight.add(version_labels[version_id])
-        error = job.error or {}
-        at = error.get("step")
-        failed = steps[at] if isinstance(at, int) and 0 <= at < len(steps) else {}
-        if failed.get("op") in CREATE_OPS and failed.get("label") and error.get("kind") in NOT_A_CARD_ANSWER:
-            unknown.add(failed["label"])  # sent, no answer: the card may have created it
-        if failed.get("op") in LIFE_CYCLE_OPS and failed.get("label") \
-                and error.get("kind") in NOT_A_CARD_ANSWER:
-            ledger.unknown_life_cycle.add(failed["label"])
-        if failed.get("op") in REGISTRY_OPS and failed.get("label") \
-                and error.get("kind") in NOT_A_CARD_ANSWER:
-            ledger.unknown_registry.add(failed["label"])  # sent, no answer: the card may have done it
-        if len(registry) == 2:
-            _settle_registry(ledger, {str(aid).upper() for aids in registry.values() for aid in aids})
-        if _is_probe(job.script) and failed.get("op") == "desfire.select_application" \
-                and str(error.get("sw", "")).upper() == APPLICATION_NOT_FOUND:
-            absent_aids.add(str(failed.get("aid", "")).upper())  # never created: its keys are the defaults
-    ledger.in_flight = {label for label in ledger.in_flight
-                        if not any(label.startswith(f"app.{aid}.") for aid in absent_aids)}
-    ledger.unknown_creates = unknown - ledger.done
-    ledger.unknown_life_cycle -= ledger.done
-    ledger.unknown_registry -= ledger.done
-    return ledger
-
-
-def _settle_creates(step: dict, observed: dict, unknown: set[str], done: set[str]) -> None:
-    """A probe listing answers the lost creates it covers: listed -> done, not listed -> to create again."""
-    label = str(step.get("label", ""))
-    if label == "probe.aids" and isinstance(observed.get("aids"), list):
-        present = {f"{aid:06X}" for aid in observed["aids"] if isinstance(aid, int)}
-        for unit in [u for u in unknown if u.endswith(".create") and u.count(".") == 2]:
-            aid = unit.split(".")[1]
-            unknown.discard(unit)
-            if aid in present:
-                done.add(unit)
-            else:  # never created: none of its files can exist either
-                unknown.difference_update({u for u in unknown if u.startswith(f"app.{aid}.file.")})
-    elif label.startswith("probe.files.") and isinstance(observed.get("file_ids"), list):
-        aid = label[len("probe.files."):]
-        for unit in [u for u in unknown if u.startswith(f"app.{aid}.file.")]:
-            unknown.discard(unit)
-            if int(unit.split(".")[3]) in observed["file_ids"]:
-                done.add(unit)
-
-
-def _settle_life_cycle(ledger: Ledger, observed: dict) -> None:
-    """A life cycle probe answers every lost STORE DATA / SET STATUS before it: the compiler skips what
-    the life cycle proves done and sends the rest again. A refused GET STATUS ("refused_sw") proves
-    nothing: 6985 is ISO 7816-4's generic "conditions of use not satisfied", and GP 2.3 11.4 names no
-    6985 for GET STATUS (its own errors are 6A88 and 6A80), so it is not read as CARD_LOCKED: the life
-    cycle stays unknown and the card waits for a person (LIFE_CYCLE_UNKNOWN in _apply_result)."""
-    life_cycle = observed.get("life_cycle")
-    if isinstance(life_cycle, int) and not isinstance(life_cycle, bool):
-        ledger.life_cycle = life_cycle
-        ledger.unknown_life_cycle.clear()
-
-
-LIFE_CYCLE_UNKNOWN = "life_cycle_unknown"
-
-
-def _settle_registry(ledger: Ledger, present: set[str]) -> None:
-    """A registry probe (GET STATUS of the applications and of the load files) answers every lost INSTALL /
-    DELETE before it: an instance listed was installed, an AID no longer listed was deleted (done); the
-    others are sent again."""
-    for unit in list(ledger.unknown_registry):
-        kind, _, aid = unit.partition(".")
-        ledger.unknown_registry.discard(unit)
-        if (aid.upper() in present) == (kind == "install"):  # installed and listed, or deleted and gone
-            ledger.done.add(unit)
-
-
-def _life_cycle_refused(steps: list, entries: list, seen: dict[int, dict]) -> str | None:
-    """The SW with which the card refused a life cycle probe of this result (None: none refused)."""
-    for entry in entries:
-        if entry["status"] == "done" and steps[entry["index"]].get("label") == "probe.life_cycle":
-            refused = seen.get(entry["index"], {}).get("refused_sw")
-            if refused:
-                return str(refused)[:4]
-    return None
-
-
-def _confirmed_ids(confirms) -> list[int]:
-    if not isinstance(confirms, dict):
-        return []
-    ids = confirms.get("key_versions") or []
-    if "key_version" in confirms:
-        ids = [confirms["key_version"], *ids]
-    return [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
-
-
-def _is_probe(script: dict) -> bool:
-    steps = (script or {}).get("steps", [])
-    return bool(steps) and any(str(s.get("label", "")).startswith("probe.") for s in steps)
-
-
-def plan_for(card: Card, profile) -> Plan:
-    return compile_plan(card, profile, ledger_for(card, card.tenant_id))
-
-
-def _stale_before():
-    """Jobs created before this are past their expiry plus the agent's task time limit: no result can
-    still be on its way that the station would have been allowed to produce."""
-    return timezone.now() - timedelta(seconds=job_ttl_seconds() + settings.CELERY_TASK_TIME_LIMIT)
-
-
-def jobs_expire_sweep() -> dict:
-    """Beat (`cards.expire_jobs`): every open job that can no longer report is failed as NoResult and
-    its card flagged for a probe now, not only when the card is next presented (the dashboard, the
-    orders and the alert rules see it; the next presentation probes before anything else)."""
-    card_ids = list(Job.objects.filter(state__in=OPEN_JOB_STATES, created_at__lt=_stale_before())
-                    .values_list("card_id", flat=True).distinct()[:1000])
-    expired = 0
-    for card_id in card_ids:
-        with transaction.atomic(), EventBatch() as events:
-            card = Card.objects.select_for_update().filter(pk=card_id).first()
-            if card is not None:
-                expired += _expire_stale_jobs(card, events)
-    return {"cards": len(card_ids), "expired": expired}
-
-
-def _expire_stale_jobs(card: Card, events: EventBatch | None = None) -> int:
-    """An open job past its expiry plus the task time limit never reported: assume the worst, probe next."""
-    limit = _stale_before()
-    count = 0
-    for job in card.jobs.select_for_update().filter(state__in=OPEN_JOB_STATES, created_at__lt=limit):
-        if job.deliveries > settings.CMS_JOB_MAX_DELIVERIES:
-            _poison(job, card, events)
-            count += 1
-            continue
-        job.move_to(JobState.FAILED)
-        job.error = {"kind": NO_RESULT, "message": "no result arrived before the job's expiry"}
-        job.finished_at = timezone.now()
-        job.save(update_fields=["state", "error", "finished_at", "updated_at"])
-        sent_key_changes = _sent_key_changes(job)
-        if sent_key_changes:
-            card.probe_required = True
-            card.save(update_fields=["probe_required", "updated_at"])
-        _station_event("job.expired", job.station, job_id=str(job.id), card_uid=card.uid, result="failure",
-                       details={"probe_required": sent_key_changes}, events=events)
-        count += 1
-    return count
-
-
-def _sent_key_changes(job: Job) -> bool:
-    return any(s.get("confirms") or s.get("op") in CREATE_OPS for s in (job.script or {}).get("steps", []))
-
-
-def _poison(job: Job, card: Card, events: EventBatch | None) -> None:
-    """A job delivered more than CMS_JOB_MAX_DELIVERIES times without ever finishing (each copy crashes
-    the agent, or the agent refuses it as a replay): it fails `poison` and the card is quarantined, so
-    no new copy goes out until a person has looked (no endless loop). What it may have done is unknown:
-    the card is probed once released."""
-    job.move_to(JobState.FAILED)
-    job.error = {"kind": POISON, "message": f"delivered {job.deliveries} times without a result "
-                                            f"(CMS_JOB_MAX_DELIVERIES {settings.CMS_JOB_MAX_DELIVERIES})"}
-    job.finished_at = timezone.now()
-    job.save(update_fields=["state", "error", "finished_at", "deliveries", "updated_at"])
-    card.state = CardState.QUARANTINED
-    card.state_reason = f"poison job {job.id}: delivered {job.deliveries} times, never finished"[:200]
-    card.probe_required = card.probe_required or _sent_key_changes(job)
-    card.save(update_fields=["state", "state_reason", "probe_required", "updated_at"])
-    _station_event("job.poisoned", job.station, job_id=str(job.id), card_uid=card.uid, result="failure",
-                   details={"deliveries": job.deliveries}, events=events)
-    _station_event("card.quarantined", job.station, job_id=str(job.id), card_uid=card.uid, result="failure",
-                   details={"reason": card.state_reason, "kind": POISON}, events=events)
 
 
 def _adopt_kdd(card: Card, kdd: str) -> None:
@@ -868,75 +472,12 @@ def _send(queue: str, envelope: dict) -> None:
                   argsrepr=f"[job {envelope.get('job_id', '?')}]", kwargsrepr="{}")
 
 
+
 # Replaceable by tests that play the station without a broker; production sends through Celery.
 dispatch: Callable[[str, dict], None] = _send
 
 
 # --- job results ---------------------------------------------------------------------------------------
-
-def _sanitise_error(error) -> dict:
-    if not isinstance(error, dict):
-        return {}
-    clean = {k: error.get(k) for k in ("step", "op", "apdu", "sw", "meaning", "kind", "message",
-                                        "authentication", "reason") if error.get(k) is not None}
-    for key in ("op", "apdu", "sw", "meaning", "kind", "message", "reason"):
-        if key in clean:
-            clean[key] = str(clean[key])[:500]
-    sw = clean.get("sw")
-    if isinstance(sw, str) and len(sw) == 4:
-        try:
-            clean.setdefault("meaning", describe(int(sw, 16)).meaning)
-        except ValueError:
-            pass
-    return clean
-
-
-def _sanitise_trace(trace, steps: list[dict]) -> list[dict]:
-    """Keep the agent's redacted trace, and cut any unredacted command of a key-bearing step to its header."""
-    out = []
-    for entry in trace if isinstance(trace, list) else []:
-        if not isinstance(entry, dict):
-            continue
-        step = entry.get("step")
-        apdu = str(entry.get("apdu_hex", ""))[:1024]
-        redacted = bool(entry.get("redacted"))
-        op = steps[step]["op"] if isinstance(step, int) and 0 <= step < len(steps) else ""
-        bearing = op in ("desfire.change_key", "gp.put_key", "desfire.authenticate", "gp.open_scp03",
-                         "gp.open_scp02", "gp.store_data")
-        if bearing and not redacted and entry.get("direction") == "TX" and len(apdu) > 10:
-            apdu, redacted = apdu[:10], True
-        out.append({"step": step, "direction": str(entry.get("direction", ""))[:2], "apdu_hex": apdu,
-                    "redacted": redacted})
-    return out[:2000]
-
-
-_HEX_AID = re.compile(r"^(?:[0-9A-F]{2})+$")
-
-
-def _plain_observation(observed: dict) -> dict:
-    """What a card proved, as small scalars only (booleans, integers, short words, lists of integers)."""
-    clean = {}
-    for key, value in list(observed.items())[:16]:
-        if isinstance(value, bool | int):
-            clean[str(key)[:40]] = value
-        elif isinstance(value, str) and len(value) <= 40:
-            clean[str(key)[:40]] = value
-        elif isinstance(value, list) and len(value) <= 32 and all(isinstance(v, int) for v in value):
-            clean[str(key)[:40]] = value
-        elif isinstance(value, list) and len(value) <= 64 and all(
-                isinstance(v, str) and 10 <= len(v) <= 32 and _HEX_AID.match(v) for v in value):
-            clean[str(key)[:40]] = value  # a registry probe's AIDs (5..16 bytes in hex)
-    return clean
-
-
-def _check_result_shape(result) -> None:
-    if not isinstance(result, dict) or result.get("v") != protocol.PROTOCOL_VERSION:
-        raise Refused("malformed", "a result is an object with v=1")
-    if result.get("state") not in RESULT_STATES:
-        raise Refused("malformed", f"unknown result state {result.get('state')!r}")
-    if not isinstance(result.get("steps", []), list):
-        raise Refused("malformed", "result.steps must be a list")
-
 
 def job_result_handle(result: dict) -> dict:
     """Verify a job's signed result and move the job, card, order and key ledger by what the card proved."""
@@ -1026,255 +567,6 @@ def _defer_follow_up(job_id: str) -> None:
 
 # Replaceable by tests that run without a broker, like `dispatch`.
 defer_follow_up: Callable[[str], None] = _defer_follow_up
-
-
-def _count_redelivery(job_pk) -> dict | None:
-    """A copy the station refused as a replay is one more delivery of a job that has not finished."""
-    with transaction.atomic(), EventBatch() as events:
-        job = Job.objects.select_for_update(of=("self",)).select_related("station").get(pk=job_pk)
-        if job.state not in OPEN_JOB_STATES:
-            return None
-        job.deliveries += 1
-        if job.deliveries <= settings.CMS_JOB_MAX_DELIVERIES:
-            job.save(update_fields=["deliveries", "updated_at"])
-            return None
-        card = Card.objects.select_for_update().get(pk=job.card_id)
-        _poison(job, card, events)
-    return {"status": "recorded", "job": str(job.id), "state": job.state, "quarantined": True,
-            "error": job.error}
-
-
-def _result_job(job_id, *, lock: bool) -> Job | None:
-    """The job a result names, with its station, tenant and card (None: no such job); `lock`: the job's row
-    and its card's locked, in this order, in one statement (what `_apply_result` moves)."""
-    if not (isinstance(job_id, str) and len(job_id) == 36):
-        return None
-    jobs = Job.objects.select_related("station__tenant", "card")
-    if lock:
-        jobs = jobs.select_for_update(of=("self", "card"))
-    try:
-        return jobs.filter(pk=job_id).first()
-    except ValidationError:
-        return None
-
-
-def _apply_result(job: Job, result: dict, events: EventBatch) -> dict:
-    """Move the job, card, order and ledger by a verified result; `job` and `job.card` are locked by the
-    caller (_result_job)."""
-    late = job.state not in (JobState.DISPATCHED, JobState.RUNNING)
-    takes_late = job.refused_unrun() or job.expired_no_result()
-    if late and not (takes_late and result["state"] != JobState.REFUSED):
-        raise Refused("replay", f"job {job.id} is already {job.state}")
-    card = job.card
-    if late and Job.objects.filter(card_id=card.pk, created_at__gt=job.created_at).exists():
-        raise Refused("replay", f"job {job.id} is already {job.state} and the card has a newer job")
-    if late and job.expired_no_result() and not _is_probe(job.script):
-        # The expiry flagged the card because nothing said what this job did; its own result says it now.
-        # A job that is not a probe was made with the flag down, and no job came after it: the flag was
-        # the expiry's alone (the result's in-flight steps raise it again below).
-        card.probe_required = False
-    station = job.station
-    if card.tenant_id == station.tenant_id:
-        card.tenant = station.tenant  # the same row, already read with the job
-    steps = (job.script or {}).get("steps", [])
-    entries = []
-    for entry in result.get("steps", []):
-        index = entry.get("index") if isinstance(entry, dict) else None
-        if not isinstance(index, int) or not 0 <= index < len(steps) or entry.get("op") != steps[index]["op"]:
-            raise Refused("malformed", "a result step does not match the job's script")
-        if entry.get("status") not in ("done", "failed", "in_flight"):
-            raise Refused("malformed", f"result step {index} has status {entry.get('status')!r}")
-        entries.append(entry)
-    probe = _is_probe(job.script)
-    common = {"job_id": str(job.id), "card_uid": card.uid}
-    grace = settings.KEY_GRACE_PERIOD_DAYS
-    # every version of the card, locked (after the card, as versions_activate would): what the result
-    # activates and what that retires are among them, so neither is read again; each says whether a
-    # rotation campaign follows it (most do not, and then _sync_campaigns reads nothing)
-    in_campaign = CampaignItem.objects.filter(Q(new_version=OuterRef("pk"))
-                                              | Q(restore_version=OuterRef("pk")))
-    versions_by_id = {v.pk: v for v in KeyVersion.objects.select_for_update(of=("self",)).select_related(
-        "slot__application").annotate(in_campaign=Exists(in_campaign)).filter(slot__card=card)}
-    for version in versions_by_id.values():
-        version.slot.card, version.slot.tenant = card, card.tenant
-    probe_answers = 0
-    activated: list[int] = []  # KeyVersion ids this result made active (campaigns follow them)
-    proven: list[tuple[dict, list[KeyVersion]]] = []  # (a step's event details, the versions it proved)
-    seen: dict[int, dict] = {}  # index -> the observation as stored (scalars only)
-    for entry in entries:
-        step = steps[entry["index"]]
-        op, status = step["op"], entry["status"]
-        raw = entry.get("observed")
-        observed = seen[entry["index"]] = _plain_observation(raw if isinstance(raw, dict) else {})
-        # The ledger moves by OUR script's confirms, never by what the result claims to confirm.
-        confirmed = [versions_by_id[i] for i in _confirmed_ids(step.get("confirms")) if i in versions_by_id]
-        action = STEP_ACTIONS.get(op)
-        if action is None and status == "done":
-            continue  # a select or a commit that went through changes no security state
-        action = action or "card.step_failed"
-        details = {"op": op, "step": entry["index"], "status": status, "label": step.get("label", "")}
-        if op in ("desfire.authenticate", "desfire.change_key", "desfire.get_key_version"):
-            details["key_no"] = step.get("key_no")
-        if op in ("desfire.write_data", "desfire.write_record", "desfire.credit", "desfire.create_file"):
-            details["file_no"] = step.get("file_no")
-        if "aid" in step:
-            details["aid"] = step["aid"]
-        if observed:
-            details["observed"] = observed
-        if status == "done" and confirmed:
-            # the card proved the key: active now (all of the result's at once, after this loop),
-            # recorded in this step's own event, which is appended with the others at the end
-            proven.append((details, confirmed))
-        elif status == "in_flight" and confirmed:
-            card.probe_required = True
-            details["in_flight"] = [v.number for v in confirmed]
-        events.add(action=action, actor_type="station", actor_name=station.code, tenant=card.tenant,
-                   result={"done": "success", "failed": "failure", "in_flight": "unknown"}[status],
-                   key_version=confirmed[0].number if len(confirmed) == 1 else None,
-                   details=details, **common)
-        if probe and status == "done" and op in LISTING_OPS:
-            probe_answers += 1  # ledger_for reads the listing from the stored observation
-        elif probe and status == "done" and str(step.get("label", "")).startswith("probe."):
-            probe_answers += _resolve_probe(card, step, observed, grace, str(job.id), events, activated)
-    if proven:
-        changes = iter(sealing.versions_activate([v for _, versions in proven for v in versions],
-                                                 grace_days=grace, job_id=str(job.id), audit=False,
-                                                 # a probe may have moved some already (re-read)
-                                                 card_versions=None if probe else versions_by_id))
-        for details, versions in proven:
-            moved = [(version, next(changes)) for version in versions]
-            details["activated"] = [change for _, change in moved if change]
-            activated.extend(version.pk for version, change in moved if change)
-    state = result["state"]
-    error = _sanitise_error(result.get("error"))
-    failed_op = steps[error["step"]]["op"] if isinstance(error.get("step"), int) \
-        and 0 <= error["step"] < len(steps) else ""
-    auth_failure = state == JobState.FAILED and error.get("kind") not in NOT_A_CARD_ANSWER and (
-        error.get("authentication") is True or error.get("kind") in AUTH_FAILURE_KINDS
-        or failed_op in AUTH_OPS)
-    if failed_op in CREATE_OPS and error.get("kind") in NOT_A_CARD_ANSWER:
-        card.probe_required = True  # a create went out and no answer came: list before creating again
-    if late:
-        # A copy refused as expired ended the job first, but an earlier copy ran on the card: its result
-        # is what the card did (the ledger must move by it, or the next job authenticates with old keys).
-        events.add(action="job.late_result", actor_type="station", actor_name=station.code,
-                   tenant=card.tenant, result="success",
-                   details={"previous_state": job.state, "previous_error": job.error, "state": state},
-                   **common)
-        if job.refused_unrun():
-            _restore_claim(job)
-        job.take_late_result(state)
-    else:
-        job.move_to(state)
-        if state == JobState.REFUSED:
-            _release_claim(job)
-    job.stage_reached = str(result.get("stage", ""))[:64]
-    job.steps_done = sum(1 for e in entries if e["status"] == "done")
-    job.result = {"state": state, "steps": [{"index": e["index"], "op": e["op"], "status": e["status"],
-                                             "observed": seen.get(e["index"], {})} for e in entries],
-                  "started_at": result.get("started_at"), "finished_at": result.get("finished_at")}
-    job.error = error
-    job.trace = _sanitise_trace(result.get("trace"), steps)
-    job.finished_at = timezone.now()
-    # not the script (the largest field, unchanged since the job was made): it is not written again
-    job.save(update_fields=["state", "stage_reached", "steps_done", "result", "error", "trace", "finished_at",
-                            "updated_at"])
-    follow_up = False
-    if auth_failure:
-        card.state = CardState.QUARANTINED
-        card.state_reason = (f"authentication failed at step {error.get('step')} "
-                             f"({failed_op or error.get('op')}): SW {error.get('sw', '?')} "
-                             f"{error.get('meaning', '')}")[:200]
-        events.add(action="card.quarantined", actor_type="station", actor_name=station.code,
-                   tenant=card.tenant, result="failure",
-                   details={"reason": card.state_reason, "kind": error.get("kind", "")}, **common)
-    elif probe and state == JobState.SUCCEEDED and (refused := _life_cycle_refused(steps, entries, seen)):
-        # the card would not tell its life cycle: nothing is assumed, a person looks at the card (released,
-        # the next presentation reads the life cycle again)
-        card.state = CardState.QUARANTINED
-        card.state_reason = (f"{LIFE_CYCLE_UNKNOWN}: GET STATUS of the ISD in an authenticated channel "
-                             f"answered SW {refused}, not a life cycle; check the card (GP SET STATUS / "
-                             "GET STATUS with its active keys) before releasing it")[:200]
-        events.add(action="card.quarantined", actor_type="station", actor_name=station.code,
-                   tenant=card.tenant, result="failure",
-                   details={"reason": card.state_reason, "kind": LIFE_CYCLE_UNKNOWN, "sw": refused}, **common)
-    elif probe and state == JobState.SUCCEEDED:
-        still = card.probe_required and probe_answers == 0
-        card.probe_required = False if not still else card.probe_required
-        follow_up = not card.probe_required
-    elif state == JobState.SUCCEEDED and not card.probe_required:
-        card.state, card.state_reason = CardState.ACTIVE, ""
-        if job.order_id:
-            # one UPDATE (the row lock included): the right-hand side sees the row as it was, so the
-            # order completes when the card before this one was its last but one
-            Order.objects.filter(pk=job.order_id).update(
-                cards_done=F("cards_done") + 1, updated_at=timezone.now(),
-                state=Case(When(quantity__isnull=False, cards_done__gte=F("quantity") - 1,
-                                then=Value(OrderState.COMPLETED)), default=F("state")))
-    elif state == JobState.FAILED and job.order_id:
-        Order.objects.filter(pk=job.order_id).update(cards_failed=F("cards_failed") + 1)
-    card.save(update_fields=["state", "state_reason", "probe_required", "updated_at"])
-    events.add(action="job.finished", actor_type="station", actor_name=station.code, tenant=card.tenant,
-               result="success" if state == JobState.SUCCEEDED else "failure",
-               details={"state": state, "steps_done": job.steps_done, "stage": job.stage_reached,
-                        "probe": probe, "error": error, "quarantined": auth_failure,
-                        "probe_required": card.probe_required}, **common)
-    return {"status": "recorded", "job": str(job.id), "state": state, "quarantined": auth_failure,
-            "probe_required": card.probe_required, "follow_up": follow_up,
-            "activated": [pk for pk in activated if getattr(versions_by_id.get(pk), "in_campaign", True)]}
-
-
-def _sync_campaigns(version_ids: list[int]) -> None:
-    """Rotation campaigns whose versions this result activated move on now (progress is live), after
-    the result's own transaction: a campaign's bookkeeping never holds up or undoes the card's."""
-    if not version_ids:
-        return
-    # the items first (one table): most activations belong to no campaign, and then nothing else is read
-    campaign_ids = set(CampaignItem.objects.filter(
-        Q(new_version_id__in=version_ids) | Q(restore_version_id__in=version_ids)
-    ).values_list("campaign_id", flat=True))
-    if not campaign_ids:
-        return
-    for campaign in RotationCampaign.objects.filter(pk__in=campaign_ids):
-        try:
-            campaigns.campaign_sync(campaign)
-        except Exception as exc:  # noqa: BLE001 - the result is recorded; a retry would only be refused
-            # as a replay. The campaign catches up at its next sync (batch task, page, next result).
-            log.warning("campaign.sync_failed", campaign=campaign.pk, error=type(exc).__name__)
-
-
-def _resolve_probe(card: Card, step: dict, observed: dict, grace: int, job_id: str,
-                   events: EventBatch | None = None, activated: list[int] | None = None) -> int:
-    """Settle one in-flight slot (or the ISD key set) from a probe answer; 1 if it was answered."""
-    label = step["label"][len("probe."):]
-    slots = {slot_label(s): s for s in KeySlot.objects.filter(card=card).select_related("application")}
-    if label == "isd":
-        kvns = observed.get("kvns")
-        if not isinstance(kvns, list):
-            kvn = observed.get("key_version")
-            kvns = [kvn] if isinstance(kvn, int) else None
-        if kvns is None:
-            return 0
-        expected = step.get("expect_kvn")
-        targets = [slots[label] for label, *_ in ISD_SLOTS if label in slots]
-        holds_new = expected in kvns
-    else:
-        version_no = observed.get("key_version")
-        if not isinstance(version_no, int) or label not in slots:
-            return 0
-        targets = [slots[label]]
-        pending = (KeyVersion.objects.filter(slot=slots[label], state=VersionState.PENDING)
-                   .order_by("-number").first())
-        holds_new = pending is not None and (pending.number & 0xFF) == version_no
-    for slot in targets:
-        pending = KeyVersion.objects.filter(slot=slot, state=VersionState.PENDING).order_by("-number").first()
-        if pending is not None and holds_new:
-            if activated is not None:
-                activated.append(pending.pk)
-            sealing.version_activate(pending, grace_days=grace, job_id=job_id, events=events,
-                                     evidence={"probe": step["op"], **{k: v for k, v in observed.items()
-                                                                        if isinstance(v, int | list)}})
-    return 1
 
 
 # --- dry run and people ------------------------------------------------------------------------------

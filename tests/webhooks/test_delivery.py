@@ -44,7 +44,7 @@ def world(acme, admin):
 
 
 def _finish_order(world):
-    """What cards.services.jobs does when the last card of an order succeeds: state, then the event."""
+    """What cards.services.results does when the last card of an order succeeds: state, then the event."""
     order = world["order"]
     Order.objects.filter(pk=order.pk).update(state="completed", cards_done=1)
     record_event(action="job.finished", actor_type="station", actor_name="acme-line-1", tenant=order.tenant,
