@@ -119,17 +119,21 @@ def present(stack, reader, uid: str, count: int) -> list[dict]:
     settled, or nothing to send (the CMS worker's log names the card: a result that came late may have made
     the ledger whole after the caller read it), or the card refused as quarantined. The card's jobs, newest
     first."""
-    marker = f"'status': 'nothing_to_do', 'card': '{uid}'"
-    before = stack.tail(10**9).count(marker)
+    marker = f"'status': 'nothing_to_do', 'card': '{uid}'".encode()
+    since = stack.log.stat().st_size  # only what the stack logs from now on is read, not the whole log
     time.sleep(2.2)  # the monitor reports a card only after it saw the reader empty
     reader.bridge.insert()
+
+    def nothing_to_do() -> bool:
+        with stack.log.open("rb") as log:
+            log.seek(since)
+            return marker in log.read()
 
     def dealt_with():
         jobs = jobs_of(stack, uid)
         if jobs is None or any(j["state"] in OPEN for j in jobs):
             return None
-        if len(jobs) >= count or stack.tail(10**9).count(marker) > before \
-                or (card_of(stack, uid) or {}).get("state") == "quarantined":
+        if len(jobs) >= count or nothing_to_do() or (card_of(stack, uid) or {}).get("state") == "quarantined":
             return jobs
         return None
 
