@@ -42,19 +42,13 @@ def _claim_order(order: Order, card: Card, *, new_card: bool) -> None:
     order.state = OrderState.IN_PROGRESS
 
 
-def _release_claim(job: Job) -> None:
-    """A job that will not count any more (refused): its card no longer takes one of the order's cards,
-    unless another of its jobs under the order still does."""
+def _recount_claim(job: Job, by: int) -> None:
+    """A job that stops counting under its order (refused: `by` -1) or counts again (a refused job taking
+    its late result: +1, whatever the quantity, since the card ran it): the order's `cards_claimed` moves,
+    unless another of the card's jobs under the order still counts."""
     if job.order_id and not _holds_claim(job.order_id, job.card_id, other_than=job.pk):
-        Order.objects.filter(pk=job.order_id, cards_claimed__gt=0).update(
-            cards_claimed=F("cards_claimed") - 1)
-
-
-def _restore_claim(job: Job) -> None:
-    """A refused job that takes its late result counts again: the card ran it under the order (taken
-    whatever the quantity: it is on the card)."""
-    if job.order_id and not _holds_claim(job.order_id, job.card_id, other_than=job.pk):
-        Order.objects.filter(pk=job.order_id).update(cards_claimed=F("cards_claimed") + 1)
+        Order.objects.filter(pk=job.order_id, cards_claimed__gte=max(0, -by)).update(
+            cards_claimed=F("cards_claimed") + by)
 
 
 def _match_order(station: Station, uid: str, card: Card | None) -> Order | None:

@@ -15,7 +15,7 @@ from cards.compiler import AUTH_OPS, CREATE_OPS, ISD_SLOTS
 from cards.models import Card, Job, Order
 from cards.models.cards import CardState
 from cards.models.orders import JobState, OrderState
-from cards.services.claims import _release_claim, _restore_claim
+from cards.services.claims import _recount_claim
 from cards.services.jobs_common import NOT_A_CARD_ANSWER, Refused
 from cards.services.ledger import _confirmed_ids, _is_probe, slot_label
 from keys import campaigns, sealing
@@ -228,12 +228,12 @@ def _apply_result(job: Job, result: dict, events: EventBatch) -> dict:
                    details={"previous_state": job.state, "previous_error": job.error, "state": state},
                    **common)
         if job.refused_unrun():
-            _restore_claim(job)
+            _recount_claim(job, +1)
         job.take_late_result(state)
     else:
         job.move_to(state)
         if state == JobState.REFUSED:
-            _release_claim(job)
+            _recount_claim(job, -1)
     job.stage_reached = str(result.get("stage", ""))[:64]
     job.steps_done = sum(1 for e in entries if e["status"] == "done")
     job.result = {"state": state, "steps": [{"index": e["index"], "op": e["op"], "status": e["status"],
