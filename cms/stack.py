@@ -175,6 +175,10 @@ class Supervisor:
     def stopping(self) -> bool:
         return self._stop_requested is not None
 
+    def essential_exited(self) -> bool:
+        """Whether an essential child has exited (it is left for wait() to reap and report)."""
+        return any(spec.essential and _exited(process) for spec, process in self.running)
+
     def request_stop(self, signum, _frame=None) -> None:
         self._stop_requested = signum
 
@@ -195,15 +199,17 @@ class Supervisor:
         reported: set[int] = set()
         while self._stop_requested is None:
             exited = [(spec, process) for spec, process in self.running
-                      if process.poll() is not None and process.pid not in reported]
+                      if process.pid not in reported and _exited(process)]
             fatal = [(spec, process) for spec, process in exited if spec.essential]
             if fatal:
                 spec, process = fatal[0]
+                _finish(process)
                 self.say(f"{spec.name} exited with status {process.returncode}; stopping the others")
                 code = 1
                 break
             for spec, process in exited:
                 reported.add(process.pid)
+                _finish(process)
                 self.say(f"{spec.name} exited with status {process.returncode}; the rest runs on without it")
             time.sleep(poll)
         else:
@@ -213,26 +219,41 @@ class Supervisor:
 
     def stop(self) -> None:
         for _spec, process in reversed(self.running):
-            if process.poll() is None:
+            if not _exited(process):
                 try:
                     os.kill(process.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + self.stop_timeout
         for spec, process in reversed(self.running):
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            while not _exited(process) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _exited(process):
                 self.say(f"{spec.name} did not stop within {self.stop_timeout:.0f}s; killing it")
-            _kill_group(process.pid)
-            process.wait()
+            _finish(process)
         self.say("stopped " + ", ".join(spec.name for spec, _ in self.running))
         self.running = []
 
 
-def _kill_group(pgid: int) -> None:
-    """SIGKILL whatever still runs in a child's process group (the leader's own children)."""
+def _exited(process: subprocess.Popen) -> bool:
+    """Whether a child has exited, WITHOUT reaping it: until it is reaped its pid, and so its process
+    group's id, cannot be handed to another process (Popen.poll() would reap it)."""
+    if process.returncode is not None:
+        return True
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped elsewhere already
+        return True
+
+
+def _finish(process: subprocess.Popen) -> None:
+    """SIGKILL whatever still runs in a child's process group (the leader's own children: gunicorn
+    workers, the Celery pool), then reap the leader. Never the other way round: once the leader is reaped
+    and its group is empty, the group's id is free, and on a busy machine (pid_max 32768) another
+    program's new process group can get it; a late killpg would kill that."""
+    if process.returncode is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    process.wait()

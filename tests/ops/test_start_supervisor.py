@@ -3,8 +3,10 @@ agent) that exits is reported and the CMS runs on. Real processes, no mocks."""
 from __future__ import annotations
 
 import io
+import os
 import sys
 import threading
+from pathlib import Path
 
 from cms.stack import ProcessSpec, Supervisor
 
@@ -42,3 +44,50 @@ def test_an_essential_child_that_exits_stops_the_others():
             supervisor.stop()
     assert "worker exited with status 3; stopping the others" in out.getvalue()
     assert not supervisor.running
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_child_group_is_killed_only_while_its_leader_is_unreaped(monkeypatch, tmp_path):
+    """The supervisor SIGKILLs what is left of a child's process group (a card's own child here) before it
+    reaps the leader, never after: once the leader is reaped and its group is empty, the group's id is free
+    and another program's new process group can get it (pid_max is 32768 on our CI machines and the suite
+    makes tens of thousands of processes). Before, a demo card that exited was reaped at once and its
+    group id SIGKILLed at the stack's stop, whatever held that id by then."""
+    grandchild_file = tmp_path / "grandchild"
+    leaves_a_child = [sys.executable, "-c",
+                      "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
+                      "'import time; time.sleep(60)']); "
+                      f"open({str(grandchild_file)!r}, 'w').write(str(p.pid)); raise SystemExit(3)"]
+    calls: list[tuple[int, bool]] = []
+    killpg = os.killpg
+
+    def spy(pgid: int, sig: int) -> None:
+        calls.append((pgid, Path(f"/proc/{pgid}").exists()))  # alive, or a zombie not reaped yet
+        killpg(pgid, sig)
+
+    monkeypatch.setattr(os, "killpg", spy)
+    out = io.StringIO()
+    supervisor = Supervisor([ProcessSpec("web", SLEEP)], {}, out=out, stop_timeout=5)
+    supervisor.start()
+    supervisor.launch([ProcessSpec("card desfire", leaves_a_child, essential=False)])
+    card = supervisor.running[-1][1]
+    timer = threading.Timer(2.0, supervisor.request_stop, args=(15,))
+    timer.start()
+    try:
+        assert supervisor.wait(poll=0.05) == 0
+    finally:
+        timer.cancel()
+        if supervisor.running:
+            supervisor.stop()
+    assert "card desfire exited with status 3; the rest runs on without it" in out.getvalue()
+    grandchild = int(grandchild_file.read_text())
+    assert not _alive(grandchild), "the card's own child outlived the stack"
+    assert card.pid in {pgid for pgid, _ in calls}
+    assert calls and all(existed for _, existed in calls), calls

@@ -169,8 +169,8 @@ class Command(BaseCommand):
                  "--heartbeat", "10"],
                 # in the environment, not argv: a broker URL may hold a password
                 env={"CMS_BROKER_URL": settings.CELERY_BROKER_URL}, essential=False) for entry in cards])
-            final = run.follow(pending, timeout=timeout, stopping=lambda: supervisor.stopping or any(
-                process.poll() is not None for spec, process in supervisor.running if spec.essential))
+            final = run.follow(pending, timeout=timeout,
+                               stopping=lambda: supervisor.stopping or supervisor.essential_exited())
             for uid, card in pending.items():
                 outcome = final.get(uid, f"not finished after {timeout:.0f} s (see /api/v1/jobs/)")
                 self.say(f"demo: {card.kind} {uid}: {outcome}")
@@ -219,7 +219,7 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout
         body: dict = {}
         while time.monotonic() < deadline and not supervisor.stopping:
-            if any(process.poll() is not None for spec, process in supervisor.running if spec.essential):
+            if supervisor.essential_exited():
                 return False  # wait() reports which one exited
             try:
                 response = requests.get(f"{config.url}/health", timeout=3)
