@@ -115,8 +115,10 @@ class Stack:
         return code, children
 
     def kill_everything(self) -> None:
-        """Last resort after a failed test: no process of ours may outlive it."""
-        if self.process is None:
+        """Last resort after a failed test: no process of ours may outlive it. Only while runstack still
+        runs: once it is reaped its pid may be another program's (pid_max 32768, a busy test run), and what
+        runs below that pid is not ours (terminate() checks that runstack's children stopped with it)."""
+        if self.process is None or self.process.poll() is not None:
             return
         for pid in _descendants(self.process.pid) | {self.process.pid}:
             try:
