@@ -98,10 +98,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _is_pcscd(pid: int, own: bool = False) -> bool:
+    """Whether `pid` is a pcscd (with `own`, the one _start_pcscd started, sudo in front or not). A pid read
+    from a file may since have been given to another program: it is never signalled on trust."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    named = any(Path(os.fsdecode(part)).name == "pcscd" for part in argv)
+    return named and (not own or os.fsencode(OWN_CONF_DIR) in argv)
+
+
 def _running_pcscd_pid() -> int | None:
     with contextlib.suppress(OSError, ValueError):
         pid = int(Path("/run/pcscd/pcscd.pid").read_text().split()[0])
-        if _pid_alive(pid):
+        if _is_pcscd(pid):
             return pid
     return None
 
@@ -155,7 +166,7 @@ def _stop_pcscd(pid: int) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reap it if this process started it
-        if not _pid_alive(pid):
+        if not _is_pcscd(pid, own=True):  # gone (a zombie's cmdline is empty too)
             return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
@@ -197,7 +208,7 @@ def shared_pcscd(timeout: float = 15.0) -> Iterator[Pcscd]:
     with _machine_lock():
         state = _read_state()
         state["users"] = [pid for pid in state.get("users", []) if _pid_alive(pid) and pid != me]
-        if state.get("pid") and not _pid_alive(state["pid"]):
+        if state.get("pid") and not _is_pcscd(state["pid"], own=True):
             state["pid"] = None
         if not state.get("pid") and _running_pcscd_pid() is None:
             state["pid"] = _start_pcscd()
@@ -227,7 +238,7 @@ def shared_pcscd(timeout: float = 15.0) -> Iterator[Pcscd]:
         with _machine_lock():
             state = _read_state()
             state["users"] = [pid for pid in state.get("users", []) if pid != me and _pid_alive(pid)]
-            if not state["users"] and state.get("pid"):
+            if not state["users"] and state.get("pid") and _is_pcscd(state["pid"], own=True):
                 _stop_pcscd(state["pid"])
                 state["pid"] = None
             _write_state(state)
