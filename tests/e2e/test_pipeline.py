@@ -100,8 +100,16 @@ print("E2E " + json.dumps(sorted([r.slot.role, r.slot.key_no, r.number, r.state]
 
 
 def _api(stack, method, path, **kw):
+    """A call to the stack's API; a stack that no longer answers fails the test with runstack's state and
+    the end of its log (which child exited, with what status), not only requests' connection error."""
     headers = {"Authorization": f"Bearer {stack.data['token']}", **kw.pop("headers", {})}
-    return requests.request(method, f"{stack.url}/api/v1/{path}", headers=headers, timeout=20, **kw)
+    try:
+        return requests.request(method, f"{stack.url}/api/v1/{path}", headers=headers, timeout=20, **kw)
+    except requests.ConnectionError as error:
+        code = stack.process.poll()
+        state = "still running" if code is None else f"exited with status {code}"
+        raise AssertionError(f"the stack at {stack.url} does not answer {method} {path} ({error}); runstack "
+                             f"{state}; the end of its log:\n{stack.tail(8000)}") from None
 
 
 def _order(stack, profile: str, station_id: int, uid: str) -> dict:
