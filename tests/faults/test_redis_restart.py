@@ -22,7 +22,6 @@ fresh, once the broker takes it, and the card gets its job without being present
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -49,6 +48,7 @@ from tests.faults.acting import (
 from tests.faults.acting import wait_for as wait
 from tests.faults.conftest import fault_stack
 from tests.faults.test_cms_worker_kill import AUDIT
+from tests.support.ports import restartable_port
 from tests.support.proof import record
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.vault, pytest.mark.slow, pytest.mark.xdist_group("pcsc")]
@@ -60,9 +60,7 @@ class Broker:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = restartable_port()  # not an ephemeral port: one could be taken while Redis is stopped
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
         self.restarts = 0

@@ -11,12 +11,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import restartable_port
 
 
 class PgUnavailable(RuntimeError):
@@ -32,9 +33,7 @@ def _bin_dir() -> Path:
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return restartable_port()  # the fault tests restart the cluster on its port (tests/support/ports.py)
 
 
 @dataclass
