@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.conf import settings
+from django.db import transaction
 
 from audit.chain import event_hash, fields_of
 from audit.chainkey import chain_key
@@ -158,3 +159,36 @@ def test_processes_mixing_batches_and_single_events_on_postgresql_leave_one_unbr
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def test_the_returned_events_are_the_stored_rows_in_chain_order(vault, acme):
+    """The append writes rows and head in one statement on PostgreSQL (no ORM INSERT): the events it
+    hands back carry the ids of their own rows, in chain order, and are saved model instances."""
+    record_event(action="test.before")
+    batch = record_events([{"action": "test.batch", "key_no": n, "details": {"n": n, "nested": [n, None]}}
+                           for n in range(12)])
+    stored = {e.pk: e for e in AuditEvent.objects.filter(action="test.batch")}
+    assert [stored[e.pk].sequence for e in batch] == [e.sequence for e in batch] == list(range(2, 14))
+    assert [stored[e.pk].details for e in batch] == [{"n": n, "nested": [n, None]} for n in range(12)]
+    assert all(not e._state.adding for e in batch)
+    assert ChainHead.objects.get().hash == batch[-1].hash
+    assert audit_chain_verify().ok
+
+
+def test_a_value_too_long_for_its_column_is_never_stored_cut(vault, acme):
+    """An event is hashed before it is written: a value cut to its column's length on the way in would
+    leave a row that no longer matches its hash. PostgreSQL refuses it (nothing written, the head
+    unmoved); SQLite has no length limit and keeps it whole. Either way the chain verifies."""
+    from django.db import DataError, connection
+
+    record_event(action="test.before")
+    too_long = "04" * 20  # card_uid is varchar(32)
+    if connection.vendor == "postgresql":
+        with pytest.raises(DataError), transaction.atomic():
+            record_events([{"action": "test.fine"}, {"action": "test.long", "card_uid": too_long}])
+        assert list(AuditEvent.objects.values_list("action", flat=True)) == ["test.before"]
+        assert ChainHead.objects.get().sequence == 1
+    else:
+        record_event(action="test.long", card_uid=too_long)
+        assert AuditEvent.objects.get(action="test.long").card_uid == too_long.upper()
+    assert audit_chain_verify().ok
