@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from cms.stack import ProcessSpec, Supervisor
+from tests.ops.test_start import _alive
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
 EXIT_3 = [sys.executable, "-c", "raise SystemExit(3)"]
 
 
-def test_a_non_essential_child_that_exits_is_reported_and_the_rest_runs_on():
+def _web_and_a_card_stopped_after_2_s(card: ProcessSpec) -> tuple[str, subprocess.Popen]:
+    """A 'web' that sleeps and a non-essential `card`; SIGTERM-like stop request after 2 s. Returns what
+    the supervisor said and the card's process."""
     out = io.StringIO()
     supervisor = Supervisor([ProcessSpec("web", SLEEP)], {}, out=out, stop_timeout=5)
     supervisor.start()
-    supervisor.launch([ProcessSpec("card jcop4", EXIT_3, essential=False)])
+    supervisor.launch([card])
+    process = supervisor.running[-1][1]
     timer = threading.Timer(2.0, supervisor.request_stop, args=(15,))
     timer.start()
     try:
@@ -27,7 +32,11 @@ def test_a_non_essential_child_that_exits_is_reported_and_the_rest_runs_on():
         timer.cancel()
         if supervisor.running:
             supervisor.stop()
-    text = out.getvalue()
+    return out.getvalue(), process
+
+
+def test_a_non_essential_child_that_exits_is_reported_and_the_rest_runs_on():
+    text, _ = _web_and_a_card_stopped_after_2_s(ProcessSpec("card jcop4", EXIT_3, essential=False))
     assert "card jcop4 exited with status 3; the rest runs on without it" in text
     assert "received SIGTERM; stopping" in text and "stopped web, card jcop4" in text
 
@@ -44,14 +53,6 @@ def test_an_essential_child_that_exits_stops_the_others():
             supervisor.stop()
     assert "worker exited with status 3; stopping the others" in out.getvalue()
     assert not supervisor.running
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_a_child_group_is_killed_only_while_its_leader_is_unreaped(monkeypatch, tmp_path):
@@ -73,20 +74,9 @@ def test_a_child_group_is_killed_only_while_its_leader_is_unreaped(monkeypatch, 
         killpg(pgid, sig)
 
     monkeypatch.setattr(os, "killpg", spy)
-    out = io.StringIO()
-    supervisor = Supervisor([ProcessSpec("web", SLEEP)], {}, out=out, stop_timeout=5)
-    supervisor.start()
-    supervisor.launch([ProcessSpec("card desfire", leaves_a_child, essential=False)])
-    card = supervisor.running[-1][1]
-    timer = threading.Timer(2.0, supervisor.request_stop, args=(15,))
-    timer.start()
-    try:
-        assert supervisor.wait(poll=0.05) == 0
-    finally:
-        timer.cancel()
-        if supervisor.running:
-            supervisor.stop()
-    assert "card desfire exited with status 3; the rest runs on without it" in out.getvalue()
+    text, card = _web_and_a_card_stopped_after_2_s(ProcessSpec("card desfire", leaves_a_child,
+                                                               essential=False))
+    assert "card desfire exited with status 3; the rest runs on without it" in text
     grandchild = int(grandchild_file.read_text())
     assert not _alive(grandchild), "the card's own child outlived the stack"
     assert card.pid in {pgid for pgid, _ in calls}
