@@ -1,6 +1,7 @@
 """The hvac client for Vault (OpenBao locally): token or AppRole auth from settings, fail closed."""
 from __future__ import annotations
 
+import os
 import threading
 
 import hvac
@@ -12,10 +13,25 @@ from cms.errors import KeystoreUnavailable
 _local = threading.local()
 
 
+def _session() -> requests.Session:
+    """The HTTP session for Vault, with what requests would read from the environment on EVERY request
+    (HTTPS_PROXY/NO_PROXY for the Vault address, REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE) read once, here.
+
+    Vault's address is fixed for the process, so the answer cannot change; reading it per request
+    walked os.environ several times and looked for a .netrc on each Vault call (two a card).
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = requests.utils.get_environ_proxies(settings.VAULT_ADDR)
+    session.verify = (settings.VAULT_CACERT or os.environ.get("REQUESTS_CA_BUNDLE")
+                      or os.environ.get("CURL_CA_BUNDLE") or True)
+    return session
+
+
 def _new_client() -> hvac.Client:
-    kwargs = {"url": settings.VAULT_ADDR, "timeout": settings.VAULT_TIMEOUT}
-    if settings.VAULT_CACERT:
-        kwargs["verify"] = settings.VAULT_CACERT
+    session = _session()
+    kwargs = {"url": settings.VAULT_ADDR, "timeout": settings.VAULT_TIMEOUT, "session": session,
+              "verify": session.verify, "proxies": session.proxies}
     if settings.VAULT_NAMESPACE:
         kwargs["namespace"] = settings.VAULT_NAMESPACE
     client = hvac.Client(**kwargs)
