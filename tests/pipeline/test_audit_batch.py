@@ -192,3 +192,22 @@ def test_a_value_too_long_for_its_column_is_never_stored_cut(vault, acme):
         record_event(action="test.long", card_uid=too_long)
         assert AuditEvent.objects.get(action="test.long").card_uid == too_long.upper()
     assert audit_chain_verify().ok
+
+
+def test_awkward_text_is_stored_exactly_as_it_was_hashed(vault, acme):
+    """On PostgreSQL the rows travel as one JSON document (jsonb_to_recordset): quotes, backslashes,
+    newlines, non-ASCII, characters outside the BMP and JSON look-alikes must land as the same text the
+    hash was made of, in the columns and inside details, and the chain verify."""
+    awkward = ['quote " and \' apostrophe', "back\\slash \\u0041 not an escape", "line\nbreak\ttab",
+               "Grüße, 日本, émoji 🔑", '{"looks": ["like", "json"]}', "", " trailing space "]
+    batch = record_events([{"action": "test.awkward", "actor_type": "system", "actor_name": text,
+                            "request_id": text[:64], "details": {"text": text, text or "empty": [text]}}
+                           for text in awkward])
+    stored = {e.pk: e for e in AuditEvent.objects.filter(action="test.awkward")}
+    for event, text in zip(batch, awkward, strict=True):
+        row = stored[event.pk]
+        assert (row.actor_name, row.request_id) == (text, text[:64])
+        assert row.details == {"text": text, text or "empty": [text]}
+        assert row.created_at == event.created_at  # to the microsecond, with its zone
+        assert row.hash == event_hash(chain_key(), fields_of(row))
+    assert audit_chain_verify().ok
