@@ -63,6 +63,8 @@ def main() -> None:
                         help="print the N costliest functions (cProfile, CMS calls only) and SQL per card")
     parser.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"],
                         help="with --profile: order of the functions (tottime: own time, hot spots)")
+    parser.add_argument("--profile-out", metavar="FILE",
+                        help="with --profile: also write the cProfile stats there (pstats, for callers)")
     parser.add_argument("--sql-log", metavar="FILE", help="the last card's SQL, one statement a line")
     parser.add_argument("--sql-times", action="store_true",
                         help="per kind of statement (verb and first table): count and wall time per card")
@@ -321,6 +323,8 @@ def _run(args) -> None:
         for where, own in by_package.most_common():
             print(f"  {own * 1e3 / args.cards:6.2f} ms  {where}")
         stats.sort_stats(args.sort).print_stats(args.profile)
+        if args.profile_out:
+            stats.dump_stats(args.profile_out)
     if args.sql_log:
         Path(args.sql_log).write_text("\n".join(sql[:300] for sql in trail))
 

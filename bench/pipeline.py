@@ -7,6 +7,9 @@ Each station is an agent process (`readeragent.worker.Agent` with its own Celery
 `station.<code>`), enrolled over HTTP with the one-time token and approved. Instead of pcscd (which has
 a handful of vpcd slots on this machine) each station presents in-process cardsim DESFire EV2 cards one
 after the other: report `card_presented` -> CMS job -> agent runs it -> `cms.job_result` -> next card.
+The stations start presenting together, once every one of them has started and subscribed to its queue
+(a line's stations are up before its cards come; before, the first cards shared the CPU with the other
+agents' start-up).
 
 Printed per configuration: cards/s over the whole run (first report to last result sent), per-card
 latency at the station (report -> result sent; median, p99), time inside the virtual card, the agent's
@@ -156,8 +159,23 @@ def station_main(args) -> None:
     agent.handle_job = handle_job
     register(agent)
 
+    from celery.signals import worker_ready
+
+    subscribed = threading.Event()
+    worker_ready.connect(lambda **_: subscribed.set(), weak=False)
+
     def present() -> None:
-        time.sleep(1.0)  # let the worker subscribe
+        # the worker has subscribed to its queue; then wait for the driver's go, given once every
+        # station has (so no card is timed while other agents still start: a factory line's stations
+        # are up before its cards come)
+        if not subscribed.wait(120):
+            Path(args.out).write_text(json.dumps({"timings": [{"state": "timeout"}], "rss_kb": 0}))
+            os.kill(os.getpid(), 15)
+            return
+        time.sleep(0.2)
+        Path(args.out + ".ready").touch()
+        while not Path(args.out).with_name("go").exists():
+            time.sleep(0.01)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         started = {"cpu_start_s": usage.ru_utime + usage.ru_stime, "rss_start_kb": _rss_kb()}
         for _ in range(args.cards):
@@ -259,6 +277,13 @@ def run_config(stack, profile: int, stations: int, cards: int, work: Path, roots
             [sys.executable, "-m", "bench.pipeline", "station", "--home", str(homes[code]), "--cards",
              str(per_station), "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
             stderr=open(homes[code] / "station.log", "w"))))  # noqa: SIM115
+    deadline = time.time() + 180
+    while not all(Path(f"{out}.ready").exists() for out, _ in children):
+        if time.time() > deadline or any(child.poll() is not None for _, child in children):
+            break
+        time.sleep(0.05)
+    for code in codes:  # all stations present from now on
+        (homes[code] / "go").touch()
     for _, child in children:
         child.wait(timeout=1800)
     cpu = cpu_split(cpu_before, cpu_sample(roots))
