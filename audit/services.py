@@ -117,7 +117,7 @@ def _append(events: list[AuditEvent]) -> list[AuditEvent]:
 
 
 @functools.cache
-def _insert_statement() -> tuple[str, tuple[str, ...]]:
+def _insert_statement() -> tuple[str, tuple[tuple[str, str], ...]]:
     """PostgreSQL: the rows (ONE jsonb parameter, a JSON array of objects, read by jsonb_to_recordset)
     and the head's new hash in ONE statement, a data-modifying WITH; returns the new ids in chain order.
 
@@ -143,8 +143,8 @@ def _insert_statement() -> tuple[str, tuple[str, ...]]:
 
 
 def _base_type(db_type: str) -> str:
-    """varchar(64) -> text; other types without their modifier (and no CHECK PostgreSQL adds)."""
-    base = re.sub(r"[(].*[)]", "", db_type).split(" CHECK", 1)[0].strip()
+    """varchar(64) -> text; other types without their modifier."""
+    base = re.sub(r"[(].*[)]", "", db_type).strip()
     return "text" if base == "varchar" else base
 
 

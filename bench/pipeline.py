@@ -134,6 +134,8 @@ def _rss_kb() -> int:
 
 
 def station_main(args) -> None:
+    from celery.signals import worker_ready
+
     from cardsim.desfire import DESFireCard
     from readeragent.identity import Identity
     from readeragent.ledger import ReplayLedger
@@ -158,8 +160,6 @@ def station_main(args) -> None:
 
     agent.handle_job = handle_job
     register(agent)
-
-    from celery.signals import worker_ready
 
     subscribed = threading.Event()
     worker_ready.connect(lambda **_: subscribed.set(), weak=False)
