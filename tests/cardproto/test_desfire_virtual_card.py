@@ -293,3 +293,29 @@ def test_get_card_uid_in_ev1_full_mode_is_never_a_longer_crc_match(name):
     df.select_application(b"\x00\x00\x00")
     authenticate(df, flavour, 0, flavour.default_key())
     assert df.get_card_uid() == AMBIGUOUS_UID
+
+
+# The same search for ReadData of a whole file (length 0) in EV1 FULL mode: for these 8 bytes the CRC32
+# verifies at 8 and at 9 bytes (found by trying contents "CMS-" + a 4-byte counter with
+# cardproto.desfire.crypto.crc32: 3 in the first 717). The host used to return the longer, 9 bytes; it
+# refuses to guess, and the same read with the length gives the file.
+AMBIGUOUS_CONTENT = bytes.fromhex("434d532d0000002f")
+
+
+@pytest.mark.parametrize("name", ["ev1-card-aes", "ev2-card-ev1-aes", "ev1-card-2k3des"])
+def test_ev1_full_read_of_a_whole_file_never_guesses_its_length(name):
+    from cardproto.errors import MalformedResponseError
+
+    p = provision(FLAVOURS[name])
+    df = p.df
+    df.create_std_data_file(STD, CommMode.FULL, RIGHTS, len(AMBIGUOUS_CONTENT))
+    df.create_std_data_file(BACKUP, CommMode.FULL, RIGHTS, 8)
+    p.auth(3)
+    df.write_data(STD, 0, AMBIGUOUS_CONTENT, CommMode.FULL)
+    df.write_data(BACKUP, 0, b"CMS-tag1", CommMode.FULL)
+    with pytest.raises(MalformedResponseError, match="8 and 9 bytes; ask for the length"):
+        df.read_data(STD, 0, 0, CommMode.FULL)
+    # the session is still in step: the next reads (one with the length, one unambiguous whole file) work
+    assert df.read_data(STD, 0, len(AMBIGUOUS_CONTENT), CommMode.FULL) == AMBIGUOUS_CONTENT
+    assert df.read_data(BACKUP, 0, 0, CommMode.FULL) == b"CMS-tag1"
+    assert df.auth_mode == AuthMode.EV1
