@@ -285,7 +285,11 @@ def _run(args) -> None:
         for kind, values in split.items():
             values.append(waited[kind])
     with app.connection_for_write() as connection:
-        connection.default_channel.queue_delete(f"station.{station.code}")
+        # the list and its bindings: kombu's queue_delete left both for a queue this channel never
+        # declared, and each run left its jobs (signed, keys sealed) in the broker
+        queue = f"station.{station.code}"
+        connection.default_channel.client.delete(queue, f"_kombu.binding.{queue}",
+                                                 f"_kombu.binding_permanent.{queue}")
 
     cms_ms.sort()
     p99 = cms_ms[min(len(cms_ms) - 1, int(round(0.99 * (len(cms_ms) - 1))))]
