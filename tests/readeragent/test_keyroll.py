@@ -21,6 +21,9 @@ from . import flows
 from .conftest import VirtualTransport
 
 BROKER = "redis://127.0.0.1:6379/14"
+# every test here reads or fills queue "cms" on this database: one xdist worker runs them all, one at a
+# time (under --dist loadgroup; otherwise one test took the job result another was waiting for)
+pytestmark = pytest.mark.xdist_group("redis-db14-cms-queue")
 
 
 def _hex(key: Ed25519PrivateKey) -> str:
