@@ -29,9 +29,8 @@ def _session() -> requests.Session:
 
 
 def _new_client() -> hvac.Client:
-    session = _session()
-    kwargs = {"url": settings.VAULT_ADDR, "timeout": settings.VAULT_TIMEOUT, "session": session,
-              "verify": session.verify, "proxies": session.proxies}
+    # hvac takes verify and proxies from the session it is given
+    kwargs = {"url": settings.VAULT_ADDR, "timeout": settings.VAULT_TIMEOUT, "session": _session()}
     if settings.VAULT_NAMESPACE:
         kwargs["namespace"] = settings.VAULT_NAMESPACE
     client = hvac.Client(**kwargs)

@@ -18,6 +18,11 @@ from readeragent.identity import Identity
 from readeragent.ledger import ReplayLedger
 
 STATION = "line1-st1"
+# The real Redis database the agent tests publish to; test_worker, test_outbox and test_keyroll read or fill
+# its queue "cms", so they are one xdist group (`pytestmark = SHARES_CMS_QUEUE`): one worker runs them, one
+# at a time (under --dist loadgroup; two at once took each other's job results).
+BROKER = "redis://127.0.0.1:6379/14"
+SHARES_CMS_QUEUE = pytest.mark.xdist_group("redis-db14-cms-queue")
 
 
 class VirtualTransport:

@@ -18,12 +18,9 @@ from readeragent.identity import Identity
 from readeragent.worker import Agent, make_app, register
 
 from . import flows
-from .conftest import VirtualTransport
+from .conftest import BROKER, SHARES_CMS_QUEUE, VirtualTransport
 
-BROKER = "redis://127.0.0.1:6379/14"
-# every test here reads or fills queue "cms" on this database: one xdist worker runs them all, one at a
-# time (under --dist loadgroup; otherwise one test took the job result another was waiting for)
-pytestmark = pytest.mark.xdist_group("redis-db14-cms-queue")
+pytestmark = SHARES_CMS_QUEUE
 
 
 def _hex(key: Ed25519PrivateKey) -> str:

@@ -10,10 +10,9 @@ import pytest
 
 from readeragent.worker import Agent, make_app
 
-BROKER = "redis://127.0.0.1:6379/14"
-# every test here reads or fills queue "cms" on this database: one xdist worker runs them all, one at a
-# time (under --dist loadgroup; otherwise one test took the job result another was waiting for)
-pytestmark = pytest.mark.xdist_group("redis-db14-cms-queue")
+from .conftest import BROKER, SHARES_CMS_QUEUE
+
+pytestmark = SHARES_CMS_QUEUE
 DEAD = "redis://127.0.0.1:1/0"
 
 

@@ -10,12 +10,9 @@ from readeragent.monitor import make_report
 from readeragent.worker import RUN_JOB, Agent, make_app, register
 
 from . import flows
-from .conftest import VirtualTransport
+from .conftest import BROKER, SHARES_CMS_QUEUE, VirtualTransport
 
-BROKER = "redis://127.0.0.1:6379/14"
-# every test here reads or fills queue "cms" on this database: one xdist worker runs them all, one at a
-# time (under --dist loadgroup; otherwise one test took the job result another was waiting for)
-pytestmark = pytest.mark.xdist_group("redis-db14-cms-queue")
+pytestmark = SHARES_CMS_QUEUE
 
 
 def test_app_is_json_only_acks_late_prefetch_one():
